@@ -1,0 +1,68 @@
+#include "job.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define JOB_ERROR_MAX 1024
+
+int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job)
+{
+	if (id == 0 || len > JOB_PAYLOAD_MAX || (!payload && len > 0))
+		return -EINVAL;
+
+	Job *job = calloc(1, sizeof(*job));
+	if (!job)
+		return -ENOMEM;
+	job->payload = malloc(len + 1);
+	if (!job->payload) {
+		free(job);
+		return -ENOMEM;
+	}
+	if (len > 0)
+		memcpy(job->payload, payload, len);
+	job->payload[len] = '\0';
+	job->payload_len = len;
+	job->id = id;
+	job->attempt = 1;
+	job->state = JOB_QUEUED;
+	job->submitted_usec = real_usec();
+	*ret_job = job;
+	return 0;
+}
+
+void job_free(Job *job)
+{
+	if (!job)
+		return;
+	free(job->payload);
+	free(job->error);
+	free(job);
+}
+
+void job_take_payload(Job *job, char *new_payload)
+{
+	free(job->payload);
+	job->payload = new_payload;
+	job->payload_len = strlen(new_payload);
+}
+
+void job_set_failed(Job *job, const char *msg)
+{
+	job->state = JOB_FAILED;
+	free(job->error);
+	job->error = strndup(msg ? msg : "failed", JOB_ERROR_MAX); /* NULL on ENOMEM: reason unknown */
+}
+
+const char *job_state_to_string(JobState s)
+{
+	static const char *const names[_JOB_STATE_MAX] = {
+		[JOB_QUEUED] = "queued",
+		[JOB_RUNNING] = "running",
+		[JOB_DONE] = "done",
+		[JOB_FAILED] = "failed",
+	};
+	return (s >= 0 && s < _JOB_STATE_MAX) ? names[s] : "unknown";
+}

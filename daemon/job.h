@@ -1,0 +1,66 @@
+/* job.h — one unit of work travelling through a pipeline.
+ *
+ * Ownership: a Job has exactly one owner at a time — whoever created it, then
+ * the queue it sits in, then the worker that took it, then the next queue, and
+ * finally whoever receives it in the pipeline's on_end hook. Nothing is shared,
+ * so a Job needs no lock: the queue's mutex orders the hand-over between
+ * threads.
+ *
+ * Threads: any thread may call these functions on a Job it owns. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum JobState {
+	JOB_QUEUED,  /* waiting in a stage's input queue */
+	JOB_RUNNING, /* a worker is running the stage's action on it */
+	JOB_DONE,    /* left the pipeline after the last stage succeeded */
+	JOB_FAILED,  /* left the pipeline because an action failed; see error */
+	_JOB_STATE_MAX,
+} JobState;
+
+/* Link used to post a job (or any event) to the loop thread's Mailbox.
+ * Embedded so that posting never allocates. */
+typedef struct MailNode {
+	struct MailNode *next;
+	int kind; /* what the receiver should make of the container */
+} MailNode;
+
+typedef struct Job {
+	MailNode node;      /* for Mailbox; unused while the job is in a pipeline */
+	uint64_t id;        /* unique within the daemon, never 0 */
+	char *payload;      /* owned; NUL-terminated JSON text */
+	size_t payload_len; /* strlen(payload) */
+	unsigned stage;     /* index of the stage the job is queued at, running in, or ended at */
+	unsigned attempt;   /* 1 for the first run of the current stage */
+	unsigned runs;      /* actions run on this job so far, all stages together */
+	JobState state;
+	char *error; /* owned; why the job failed, NULL unless state == JOB_FAILED */
+	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
+	uint64_t submitted_usec;
+	uint64_t started_usec;  /* when a worker first took the job */
+	uint64_t finished_usec; /* when it left the pipeline */
+} Job;
+
+/* The largest payload the engine accepts, in bytes (excluding the NUL). The
+ * protocol's own limit (proto/) is lower; this one guards the engine's API. */
+#define JOB_PAYLOAD_MAX (16u * 1024u * 1024u)
+
+/* New job in state JOB_QUEUED with a copy of payload (len bytes, need not be
+ * NUL-terminated). Returns 0 and a new Job in *ret_job, -EINVAL for id 0 or a
+ * payload over JOB_PAYLOAD_MAX, -ENOMEM. */
+int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job);
+
+/* Frees the job, its payload and error. Accepts NULL. */
+void job_free(Job *job);
+
+/* Replaces the payload with new_payload (stolen; must be NUL-terminated, from malloc). */
+void job_take_payload(Job *job, char *new_payload);
+
+/* Records why the job failed: state becomes JOB_FAILED and error a copy of msg
+ * (truncated to 1 KiB). If that copy cannot be allocated, error stays NULL
+ * (readers show "unknown"); the state change never fails. */
+void job_set_failed(Job *job, const char *msg);
+
+const char *job_state_to_string(JobState s);

@@ -1,0 +1,267 @@
+#include "pipeline.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct Pipeline {
+	char name[STAGE_NAME_MAX + 1];
+	PipelineHooks hooks;
+	void *userdata;
+	Stage *stages[PIPELINE_STAGES_MAX];
+	unsigned n_stages; /* immutable once started */
+
+	pthread_mutex_t lock; /* protects the flags below and pairs with idle */
+	pthread_cond_t idle;  /* broadcast when in_flight reaches 0 */
+	unsigned drainers;    /* threads waiting in pipeline_drain */
+	bool started, closing, closed, joined;
+
+	/* +1 before a job is offered to stage 0, -1 after on_end returned. */
+	_Atomic uint64_t in_flight;
+	_Atomic uint64_t accepted, done, failed;
+};
+
+int pipeline_new(const char *name, const PipelineHooks *hooks, void *userdata, Pipeline **ret)
+{
+	if (!name || !stage_name_is_valid(name) || !hooks || !hooks->on_end)
+		return -EINVAL;
+	Pipeline *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memcpy(p->name, name, strlen(name) + 1);
+	p->hooks = *hooks;
+	p->userdata = userdata;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->idle, NULL);
+	*ret = p;
+	return 0;
+}
+
+/* One job fewer in flight. Same pattern as queue_task_done: only the step to
+ * zero takes the lock, to wake drainers that checked under it. */
+static void in_flight_dec(Pipeline *p)
+{
+	if (atomic_fetch_sub_explicit(&p->in_flight, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (p->drainers > 0)
+		pthread_cond_broadcast(&p->idle);
+	pthread_mutex_unlock(&p->lock);
+	if (p->hooks.on_idle)
+		p->hooks.on_idle(p->userdata);
+}
+
+static void end_job(Pipeline *p, Job *job)
+{
+	if (job->state == JOB_FAILED) {
+		atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
+	} else {
+		job->state = JOB_DONE;
+		atomic_fetch_add_explicit(&p->done, 1, memory_order_relaxed);
+	}
+	job->finished_usec = real_usec();
+	p->hooks.on_end(p->userdata, job);
+	in_flight_dec(p);
+}
+
+/* StageHooks.deliver: on to the next stage, or out. */
+static void deliver(void *userdata, Stage *s, Job *job)
+{
+	Pipeline *p = userdata;
+	unsigned next = stage_index(s) + 1;
+
+	if (job->state != JOB_FAILED && next < p->n_stages) {
+		job->state = JOB_QUEUED;
+		job->stage = next;
+		job->attempt = 1;
+		/* Blocks while the next queue is full: backpressure. The next
+		 * queue is closed only after every worker of this stage has
+		 * exited, so -EPIPE here would be a bug in the cascade; end the
+		 * job as failed rather than lose it. */
+		if (queue_put(stage_queue(p->stages[next]), job) == 0)
+			return;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "stage '%s' was closed before the job reached it",
+			 stage_name(p->stages[next]));
+		job_set_failed(job, msg);
+	}
+	end_job(p, job);
+}
+
+/* StageHooks.on_exited: the close travels one stage down. */
+static void stage_exited(void *userdata, Stage *s)
+{
+	Pipeline *p = userdata;
+	unsigned next = stage_index(s) + 1;
+
+	if (next < p->n_stages) {
+		stage_close(p->stages[next]);
+		if (p->hooks.on_stage_closed)
+			p->hooks.on_stage_closed(p->userdata, next);
+		return;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	pthread_mutex_unlock(&p->lock);
+	if (p->hooks.on_closed)
+		p->hooks.on_closed(p->userdata);
+}
+
+int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity, Action *action)
+{
+	static const StageHooks stage_hooks = { .deliver = deliver, .on_exited = stage_exited };
+	bool bad = p->started || p->n_stages >= PIPELINE_STAGES_MAX || !name;
+
+	for (unsigned i = 0; !bad && i < p->n_stages; i++)
+		bad = strcmp(stage_name(p->stages[i]), name) == 0;
+	if (bad) {
+		action_free(action);
+		return -EINVAL;
+	}
+	int r = stage_new(name, p->n_stages, workers, capacity, action, &stage_hooks, p,
+			  &p->stages[p->n_stages]);
+	if (r < 0)
+		return r;
+	p->n_stages++;
+	return 0;
+}
+
+int pipeline_start(Pipeline *p)
+{
+	if (p->started || p->n_stages == 0)
+		return -EINVAL;
+	for (unsigned i = 0; i < p->n_stages; i++) {
+		int r = stage_start(p->stages[i]);
+		if (r < 0) {
+			/* Unwind: close from the front and let the cascade stop
+			 * the stages already running; mark the rest closed too. */
+			for (unsigned k = i; k < p->n_stages; k++)
+				stage_close(p->stages[k]);
+			if (i > 0) {
+				stage_close(p->stages[0]);
+				for (unsigned k = 0; k < i; k++)
+					stage_join(p->stages[k]);
+			}
+			return r;
+		}
+	}
+	p->started = true;
+	return 0;
+}
+
+static int submit(Pipeline *p, Job *job, bool wait)
+{
+	if (!p->started)
+		return -EINVAL;
+	job->state = JOB_QUEUED;
+	job->stage = 0;
+	/* Count the job before it is visible to workers, so in_flight cannot
+	 * drop to zero while it travels. */
+	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
+	Queue *q = stage_queue(p->stages[0]);
+	int r = wait ? queue_put(q, job) : queue_try_put(q, job);
+	if (r < 0) {
+		in_flight_dec(p);
+		return r;
+	}
+	atomic_fetch_add_explicit(&p->accepted, 1, memory_order_relaxed);
+	return 0;
+}
+
+int pipeline_submit(Pipeline *p, Job *job)
+{
+	return submit(p, job, true);
+}
+
+int pipeline_try_submit(Pipeline *p, Job *job)
+{
+	return submit(p, job, false);
+}
+
+int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n)
+{
+	if (stage >= p->n_stages)
+		return -ENOENT;
+	return stage_set_workers(p->stages[stage], n);
+}
+
+void pipeline_close(Pipeline *p)
+{
+	pthread_mutex_lock(&p->lock);
+	bool first = p->started && !p->closing;
+	p->closing = true;
+	pthread_mutex_unlock(&p->lock);
+	if (!first)
+		return;
+	stage_close(p->stages[0]);
+	if (p->hooks.on_stage_closed)
+		p->hooks.on_stage_closed(p->userdata, 0);
+}
+
+void pipeline_join(Pipeline *p)
+{
+	assert(p->closing);
+	/* In order: stage k's workers exit before stage k+1's can. */
+	for (unsigned i = 0; i < p->n_stages; i++)
+		stage_join(p->stages[i]);
+	p->joined = true;
+}
+
+void pipeline_drain(Pipeline *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->drainers++;
+	while (atomic_load_explicit(&p->in_flight, memory_order_acquire) > 0)
+		pthread_cond_wait(&p->idle, &p->lock);
+	p->drainers--;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pipeline_free(Pipeline *p)
+{
+	if (!p)
+		return;
+	if (p->started && !p->joined) {
+		pipeline_close(p);
+		pipeline_join(p);
+	}
+	for (unsigned i = 0; i < p->n_stages; i++)
+		stage_free(p->stages[i]);
+	pthread_cond_destroy(&p->idle);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+const char *pipeline_name(Pipeline *p)
+{
+	return p->name;
+}
+
+unsigned pipeline_stage_count(Pipeline *p)
+{
+	return p->n_stages;
+}
+
+Stage *pipeline_stage(Pipeline *p, unsigned index)
+{
+	return index < p->n_stages ? p->stages[index] : NULL;
+}
+
+void pipeline_stats(Pipeline *p, PipelineStats *ret)
+{
+	pthread_mutex_lock(&p->lock);
+	ret->closing = p->closing;
+	ret->closed = p->closed;
+	pthread_mutex_unlock(&p->lock);
+	ret->stages = p->n_stages;
+	ret->in_flight = atomic_load(&p->in_flight);
+	ret->accepted = atomic_load(&p->accepted);
+	ret->done = atomic_load(&p->done);
+	ret->failed = atomic_load(&p->failed);
+}

@@ -1,0 +1,101 @@
+/* pipeline.h — an ordered list of stages that jobs travel through.
+ *
+ * A job submitted to the pipeline is put on the first stage's queue; after
+ * each stage's action it is put on the next stage's queue (blocking while
+ * that queue is full: a slow stage slows the one before it), and after the
+ * last stage, or the first failed action, it leaves the pipeline through
+ * hooks->on_end.
+ *
+ * Close cascades: pipeline_close closes stage 0's queue; when the last
+ * worker of stage k exits, stage k+1's queue is closed, so every job already
+ * accepted still runs to its end. When the last worker of the last stage has
+ * exited, hooks->on_closed runs; pipeline_join then joins every thread.
+ *
+ * Drain: `in_flight` counts jobs accepted and not yet ended, whichever queue
+ * or worker holds them. pipeline_drain blocks until it is zero, without
+ * closing anything; hooks->on_idle runs each time it reaches zero.
+ *
+ * Owns: its stages (and through them their queues, actions and threads),
+ * jobs while they are inside it. Borrows: hooks' userdata.
+ *
+ * Threads: pipeline_submit, pipeline_try_submit, pipeline_set_workers,
+ * pipeline_close, pipeline_stats and pipeline_drain from any thread (the
+ * event loop uses only the non-blocking ones); pipeline_new,
+ * pipeline_add_stage, pipeline_start, pipeline_join and pipeline_free from
+ * the owner. Hooks run on worker threads (on_idle also on a submitter's
+ * thread), with no pipeline lock held. Lock order: pipeline lock, then stage
+ * lock, then queue lock. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "stage.h"
+
+/* Most stages in one pipeline. */
+#define PIPELINE_STAGES_MAX 64u
+
+typedef struct Pipeline Pipeline;
+
+typedef struct PipelineHooks {
+	/* Required: the job left the pipeline, state JOB_DONE or JOB_FAILED.
+	 * Takes the job (stolen). Runs on the worker that ended it. */
+	void (*on_end)(void *userdata, Job *job);
+	/* Optional: no job is queued or running anywhere in the pipeline. */
+	void (*on_idle)(void *userdata);
+	/* Optional: stage `index` has been told to close (its queue is closed). */
+	void (*on_stage_closed)(void *userdata, unsigned index);
+	/* Optional: every worker of every stage has exited after close. */
+	void (*on_closed)(void *userdata);
+} PipelineHooks;
+
+typedef struct PipelineStats {
+	unsigned stages;
+	uint64_t in_flight; /* accepted, not yet ended */
+	uint64_t accepted;  /* submits that succeeded */
+	uint64_t done, failed;
+	bool closing, closed;
+} PipelineStats;
+
+/* New pipeline with no stages. name as stage_name_is_valid. hooks is copied.
+ * Returns 0, -EINVAL, -ENOMEM. */
+int pipeline_new(const char *name, const PipelineHooks *hooks, void *userdata, Pipeline **ret);
+
+/* Appends a stage (see stage_new; action is stolen, also on failure). Only
+ * before pipeline_start. Returns 0, -EINVAL (bad arguments, too many stages,
+ * a duplicate stage name, already started), -ENOMEM. */
+int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity, Action *action);
+
+/* Starts every stage's workers. Returns 0, -EINVAL (no stages, already
+ * started), or -errno from starting threads (then nothing runs). */
+int pipeline_start(Pipeline *p);
+
+/* Hands job (stolen on success) to the first stage. pipeline_submit blocks
+ * while the first queue is full; pipeline_try_submit returns -EAGAIN instead.
+ * Both return -EPIPE once the pipeline is closing. On error the caller keeps
+ * the job. */
+int pipeline_submit(Pipeline *p, Job *job);
+int pipeline_try_submit(Pipeline *p, Job *job);
+
+/* See stage_set_workers; -ENOENT for a stage index out of range. */
+int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
+
+/* Starts closing (see above). Never blocks; idempotent. */
+void pipeline_close(Pipeline *p);
+
+/* Blocks until every thread of every stage has been joined. Only after
+ * pipeline_close. */
+void pipeline_join(Pipeline *p);
+
+/* Blocks until no job is queued or running anywhere. Does not close. */
+void pipeline_drain(Pipeline *p);
+
+/* Closes and joins (if started and not yet joined), then frees. Accepts NULL. */
+void pipeline_free(Pipeline *p);
+
+const char *pipeline_name(Pipeline *p);
+unsigned pipeline_stage_count(Pipeline *p);
+Stage *pipeline_stage(Pipeline *p, unsigned index); /* borrowed; NULL if out of range */
+void pipeline_stats(Pipeline *p, PipelineStats *ret);

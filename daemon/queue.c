@@ -1,0 +1,216 @@
+#include "queue.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct Queue {
+	pthread_mutex_t lock;
+	pthread_cond_t not_empty; /* signalled on put, broadcast on close and interrupt */
+	pthread_cond_t not_full;  /* signalled on get, broadcast on close */
+	pthread_cond_t all_done;  /* broadcast when unfinished reaches 0 */
+
+	void **ring;     /* capacity slots; items at head .. head+length-1 (mod capacity) */
+	size_t capacity; /* immutable after queue_new */
+	size_t head;
+	_Atomic size_t length; /* written under lock; read unlocked by queue_length */
+	bool closed;
+	unsigned interrupts; /* generation, bumped by queue_interrupt */
+
+	/* Put increments under lock; task_done decrements without the lock and
+	 * takes it only to wake joiners on the way to zero (see queue_task_done). */
+	_Atomic uint64_t unfinished;
+
+	/* How many threads are blocked on each condition, so that a put or get
+	 * that nobody waits for costs no signal. */
+	unsigned waiting_getters;
+	unsigned waiting_putters;
+	unsigned waiting_joiners;
+
+	uint64_t put_waits, get_waits, join_waits; /* see QueueStats */
+};
+
+int queue_new(size_t capacity, Queue **ret)
+{
+	if (capacity == 0 || capacity > QUEUE_CAPACITY_MAX)
+		return -EINVAL;
+
+	Queue *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->ring = calloc(capacity, sizeof(*q->ring));
+	if (!q->ring) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->capacity = capacity;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->not_empty, NULL);
+	pthread_cond_init(&q->not_full, NULL);
+	pthread_cond_init(&q->all_done, NULL);
+	*ret = q;
+	return 0;
+}
+
+void queue_free(Queue *q, void (*free_item)(void *))
+{
+	if (!q)
+		return;
+	size_t n = atomic_load(&q->length);
+	for (size_t i = 0; free_item && i < n; i++)
+		free_item(q->ring[(q->head + i) % q->capacity]);
+	pthread_cond_destroy(&q->all_done);
+	pthread_cond_destroy(&q->not_full);
+	pthread_cond_destroy(&q->not_empty);
+	pthread_mutex_destroy(&q->lock);
+	free(q->ring);
+	free(q);
+}
+
+/* Called with the lock held and room in the ring. */
+static void push_locked(Queue *q, void *item)
+{
+	size_t len = atomic_load_explicit(&q->length, memory_order_relaxed);
+	q->ring[(q->head + len) % q->capacity] = item;
+	atomic_store_explicit(&q->length, len + 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&q->unfinished, 1, memory_order_relaxed);
+	if (q->waiting_getters > 0)
+		pthread_cond_signal(&q->not_empty);
+}
+
+int queue_put(Queue *q, void *item)
+{
+	assert(item);
+	pthread_mutex_lock(&q->lock);
+	while (!q->closed && atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
+		q->put_waits++;
+		q->waiting_putters++;
+		pthread_cond_wait(&q->not_full, &q->lock);
+		q->waiting_putters--;
+	}
+	if (q->closed) {
+		pthread_mutex_unlock(&q->lock);
+		return -EPIPE;
+	}
+	push_locked(q, item);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+int queue_try_put(Queue *q, void *item)
+{
+	assert(item);
+	int r = 0;
+	pthread_mutex_lock(&q->lock);
+	if (q->closed)
+		r = -EPIPE;
+	else if (atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity)
+		r = -EAGAIN;
+	else
+		push_locked(q, item);
+	pthread_mutex_unlock(&q->lock);
+	return r;
+}
+
+int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen)
+{
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		if (interrupt_seen && *interrupt_seen != q->interrupts) {
+			*interrupt_seen = q->interrupts;
+			pthread_mutex_unlock(&q->lock);
+			return -EINTR;
+		}
+		if (atomic_load_explicit(&q->length, memory_order_relaxed) > 0)
+			break;
+		if (q->closed) {
+			pthread_mutex_unlock(&q->lock);
+			return -EPIPE;
+		}
+		q->get_waits++;
+		q->waiting_getters++;
+		pthread_cond_wait(&q->not_empty, &q->lock);
+		q->waiting_getters--;
+	}
+	*ret_item = q->ring[q->head];
+	q->ring[q->head] = NULL;
+	q->head = (q->head + 1) % q->capacity;
+	atomic_fetch_sub_explicit(&q->length, 1, memory_order_relaxed);
+	if (q->waiting_putters > 0)
+		pthread_cond_signal(&q->not_full);
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+void queue_task_done(Queue *q)
+{
+	/* acq_rel: whatever the consumer did with the item happens-before a
+	 * joiner's return. Only the transition to zero needs the lock, and only
+	 * to wake joiners: a joiner checks `unfinished` under the lock and then
+	 * waits atomically, so taking the lock here before broadcasting means
+	 * the broadcast cannot fall between its check and its wait. */
+	uint64_t before = atomic_fetch_sub_explicit(&q->unfinished, 1, memory_order_acq_rel);
+	assert(before > 0);
+	if (before != 1)
+		return;
+	pthread_mutex_lock(&q->lock);
+	if (q->waiting_joiners > 0)
+		pthread_cond_broadcast(&q->all_done);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_join(Queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	while (atomic_load_explicit(&q->unfinished, memory_order_acquire) > 0) {
+		q->join_waits++;
+		q->waiting_joiners++;
+		pthread_cond_wait(&q->all_done, &q->lock);
+		q->waiting_joiners--;
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_close(Queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->closed = true;
+	pthread_cond_broadcast(&q->not_empty);
+	pthread_cond_broadcast(&q->not_full);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_interrupt(Queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->interrupts++;
+	pthread_cond_broadcast(&q->not_empty);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_stats(Queue *q, QueueStats *ret)
+{
+	pthread_mutex_lock(&q->lock);
+	*ret = (QueueStats){
+		.capacity = q->capacity,
+		.length = atomic_load_explicit(&q->length, memory_order_relaxed),
+		.unfinished = atomic_load(&q->unfinished),
+		.closed = q->closed,
+		.put_waits = q->put_waits,
+		.get_waits = q->get_waits,
+		.join_waits = q->join_waits,
+	};
+	pthread_mutex_unlock(&q->lock);
+}
+
+size_t queue_capacity(const Queue *q)
+{
+	return q->capacity;
+}
+
+size_t queue_length(Queue *q)
+{
+	return atomic_load_explicit(&q->length, memory_order_relaxed);
+}

@@ -1,0 +1,87 @@
+/* queue.h — bounded multi-producer multi-consumer blocking queue.
+ *
+ * A ring buffer of opaque pointers guarded by one mutex and three condition
+ * variables (not empty, not full, all done). No call polls or waits with a
+ * timeout: a thread blocks only until the state it needs is reached.
+ *
+ * Owns: the ring buffer. Borrows: nothing. The items are the caller's; the
+ * queue holds them between put and get without looking at them.
+ *
+ * Threads: every function but queue_new/queue_free may be called from any
+ * thread at any time. queue_put, queue_get and queue_join block; the event loop
+ * uses queue_try_put only.
+ *
+ * Join semantics (as in Python's queue.Queue): `unfinished` is +1 on every put
+ * and -1 on every queue_task_done; queue_join returns once it is zero. A
+ * consumer calls queue_task_done after it has finished with an item it got.
+ *
+ * Close: queue_close wakes every waiter. Getters still receive what is queued,
+ * then -EPIPE; putters get -EPIPE at once. Close is final. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest capacity: the ring is allocated whole up front (8 bytes a slot), so
+ * this caps one queue at 8 MiB however a configuration asks. */
+#define QUEUE_CAPACITY_MAX (1u << 20)
+
+typedef struct Queue Queue;
+
+typedef struct QueueStats {
+	size_t capacity;
+	size_t length;       /* items queued now */
+	uint64_t unfinished; /* put but not yet task_done */
+	bool closed;
+	/* Monotonic counts of how many times a caller had to block. Tests use
+	 * them to see that a thread is blocked without sleeping and hoping. */
+	uint64_t put_waits;
+	uint64_t get_waits;
+	uint64_t join_waits;
+} QueueStats;
+
+/* New open, empty queue. capacity is 1..QUEUE_CAPACITY_MAX.
+ * Returns 0 and a new Queue in *ret, -EINVAL, -ENOMEM. */
+int queue_new(size_t capacity, Queue **ret);
+
+/* Frees the queue. No thread may be inside any queue call. Items still queued
+ * are passed to free_item (if not NULL). Accepts NULL. */
+void queue_free(Queue *q, void (*free_item)(void *));
+
+/* Appends item (must not be NULL), blocking while the queue is full.
+ * Returns 0, or -EPIPE if the queue is (or becomes, while waiting) closed; on
+ * error the caller keeps the item. */
+int queue_put(Queue *q, void *item);
+
+/* As queue_put but never blocks: -EAGAIN when the queue is full. */
+int queue_try_put(Queue *q, void *item);
+
+/* Takes the oldest item, blocking while the queue is empty and open.
+ * Returns 0 and the item in *ret_item; -EPIPE when the queue is closed and
+ * empty; -EINTR if interrupt_seen is not NULL and queue_interrupt was called
+ * since *interrupt_seen was last updated (it is updated then). The interrupt
+ * check comes first, so an interrupted getter returns even if items wait. */
+int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen);
+
+/* Marks one item got earlier as finished. Calling it more often than put is a
+ * programmer error (assert). */
+void queue_task_done(Queue *q);
+
+/* Blocks until every item ever put has been marked finished. */
+void queue_join(Queue *q);
+
+/* Closes the queue and wakes every waiting putter and getter. Idempotent. */
+void queue_close(Queue *q);
+
+/* Makes every getter that passes interrupt_seen return -EINTR once, whether
+ * it is blocked now or calls queue_get later. Used by a stage to make idle
+ * workers look at a changed worker count. */
+void queue_interrupt(Queue *q);
+
+/* A consistent snapshot of the queue's counters. */
+void queue_stats(Queue *q, QueueStats *ret);
+
+/* Cheap unlocked reads for hot paths and statistics; may be momentarily stale. */
+size_t queue_capacity(const Queue *q);
+size_t queue_length(Queue *q);

@@ -1,0 +1,96 @@
+/* stage.h — a named pool of worker threads draining one bounded queue.
+ *
+ * Each worker blocks on the stage's input queue, runs the stage's action on
+ * the job it got, hands the job to hooks->deliver (the pipeline puts it on
+ * the next stage's queue, or ends it), then marks it done on the queue.
+ *
+ * Worker count: stage_set_workers raises or lowers it while jobs flow. New
+ * workers start at once; a worker told to retire finishes the job it holds
+ * first, then exits (it learns of the change through queue_interrupt, so an
+ * idle worker retires at once and a busy one after its job). No job is lost
+ * or run twice: a job is only ever held by one worker, and a worker only
+ * exits between jobs.
+ *
+ * Close: stage_close closes the input queue. Workers finish what is queued,
+ * then exit; the last one to exit calls hooks->on_exited, once.
+ *
+ * Owns: the queue, the action, the worker threads (joined by stage_join or
+ * reaped by a later stage_set_workers). Borrows: hooks and userdata.
+ *
+ * Threads: stage_set_workers, stage_close, stage_stats from any thread;
+ * stage_start, stage_join and stage_free from the owner only. Hooks run on
+ * worker threads. Lock order: stage lock, then queue lock (queue_interrupt is
+ * called with the stage lock held); hooks are called with no lock held. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "action.h"
+#include "job.h"
+#include "queue.h"
+
+/* Most workers one stage may have: each is a thread with its own stack. */
+#define STAGE_WORKERS_MAX 1024u
+/* Longest stage name; names are [A-Za-z0-9_.-]+ so they need no quoting. */
+#define STAGE_NAME_MAX 64u
+
+typedef struct Stage Stage;
+
+typedef struct StageHooks {
+	/* Required. Called on the worker thread with the job after the action
+	 * ran (state JOB_RUNNING on success, JOB_FAILED on failure). Takes the
+	 * job (stolen). The stage calls queue_task_done after it returns. */
+	void (*deliver)(void *userdata, Stage *s, Job *job);
+	/* Optional. The last worker exited after the queue was closed. */
+	void (*on_exited)(void *userdata, Stage *s);
+} StageHooks;
+
+typedef struct StageStats {
+	const char *name; /* borrowed from the stage; valid while it lives */
+	unsigned index;
+	unsigned workers;     /* workers that will keep taking jobs (the target, once reached) */
+	unsigned threads;     /* worker threads still alive, including retiring ones */
+	unsigned busy;        /* workers running an action right now */
+	uint64_t succeeded;   /* actions that succeeded */
+	uint64_t failed;      /* actions that failed */
+	uint64_t threads_started, threads_joined;
+	QueueStats queue;
+} StageStats;
+
+/* True if name is a valid stage (or pipeline) name. */
+bool stage_name_is_valid(const char *name);
+
+/* New stage with no threads yet. index is its position in the pipeline;
+ * workers 1..STAGE_WORKERS_MAX; capacity as queue_new. Takes action (stolen,
+ * also on failure). Returns 0, -EINVAL, -ENOMEM. */
+int stage_new(const char *name, unsigned index, unsigned workers, size_t capacity, Action *action,
+	      const StageHooks *hooks, void *userdata, Stage **ret);
+
+/* Starts the workers. Returns 0, or -errno from pthread_create (then no
+ * worker runs). */
+int stage_start(Stage *s);
+
+/* Sets the worker count to n (1..STAGE_WORKERS_MAX) and reaps workers that
+ * have retired. Returns 0; -EINVAL; -EPIPE once the stage is closed; -errno
+ * from pthread_create if not every new worker could start (those that did
+ * are kept and counted). */
+int stage_set_workers(Stage *s, unsigned n);
+
+/* Closes the input queue. Idempotent; never blocks. */
+void stage_close(Stage *s);
+
+/* Waits for every worker thread to exit and joins it. Returns only after the
+ * stage has been closed and its queue emptied. */
+void stage_join(Stage *s);
+
+/* Frees a stage that was never started or has been joined. Jobs still queued
+ * are freed. Accepts NULL. */
+void stage_free(Stage *s);
+
+Queue *stage_queue(Stage *s);     /* borrowed */
+const char *stage_name(Stage *s); /* borrowed */
+unsigned stage_index(Stage *s);
+
+void stage_stats(Stage *s, StageStats *ret);
