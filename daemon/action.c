@@ -75,6 +75,20 @@ invalid:
 	return -EINVAL;
 }
 
+int action_new_function(ActionFunction fn, void *userdata, Action **ret)
+{
+	if (!fn)
+		return -EINVAL;
+	Action *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->kind = ACTION_FUNCTION;
+	a->fn = fn;
+	a->fn_userdata = userdata;
+	*ret = a;
+	return 0;
+}
+
 void action_free(Action *a)
 {
 	free(a);
@@ -133,6 +147,8 @@ int action_run(Action *a, const char *stage_name, Job *job, char *err, size_t er
 		if (r < 0)
 			snprintf(err, errlen, "rewrite action: out of memory");
 		return r;
+	case ACTION_FUNCTION:
+		return a->fn(a->fn_userdata, stage_name, job, err, errlen);
 	default:
 		snprintf(err, errlen, "unknown action kind %d", (int)a->kind);
 		return -EINVAL;
@@ -150,5 +166,5 @@ void action_format(const Action *a, char *buf, size_t len)
 			snprintf(buf, len, "%s:%llu", kinds[i].name, (unsigned long long)a->arg);
 		return;
 	}
-	snprintf(buf, len, "unknown");
+	snprintf(buf, len, a->kind == ACTION_FUNCTION ? "function" : "unknown");
 }

@@ -11,6 +11,9 @@
  *   fail:N        fail every Nth job this action sees (N = 1..2^32-1)
  *   rewrite       replace the payload P with {"stage":"<stage name>","input":P}
  *
+ * A C function can also be an action (action_new_function): tests use it to
+ * hold jobs at a gate, and in-process plugin actions are built on it.
+ *
  * Owns: its parameters. Threads: action_run may be called by many workers of
  * one stage at once; the rest belongs to whoever owns the Action. */
 #pragma once
@@ -27,13 +30,20 @@ typedef enum ActionKind {
 	ACTION_BUSY,
 	ACTION_FAIL,
 	ACTION_REWRITE,
+	ACTION_FUNCTION,
 	_ACTION_KIND_MAX,
 } ActionKind;
+
+/* An in-process action: same contract as action_run. Called concurrently by
+ * every worker of the stage. */
+typedef int (*ActionFunction)(void *userdata, const char *stage_name, Job *job, char *err, size_t errlen);
 
 typedef struct Action {
 	ActionKind kind;
 	uint64_t arg;           /* ms for sleep, µs for busy, N for fail */
 	_Atomic uint64_t calls; /* jobs seen, for fail:N */
+	ActionFunction fn;      /* for ACTION_FUNCTION */
+	void *fn_userdata;      /* borrowed */
 } Action;
 
 /* The longest spec action_parse reads; longer is -EINVAL. */
@@ -42,6 +52,9 @@ typedef struct Action {
 /* Parses spec into a new Action. Returns 0, -EINVAL (ret_error, if not NULL,
  * then points to a static description of what is wrong), -ENOMEM. */
 int action_parse(const char *spec, Action **ret, const char **ret_error);
+
+/* New action calling fn(userdata, ...) for each job. Returns 0, -EINVAL, -ENOMEM. */
+int action_new_function(ActionFunction fn, void *userdata, Action **ret);
 
 void action_free(Action *a); /* accepts NULL */
 

@@ -1,0 +1,453 @@
+/* Unit tests for daemon/stage.c and daemon/pipeline.c: the worker pools,
+ * the hand-over between stages, close, drain, failures and resizing. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pipeline.h"
+#include "util.h"
+#include "testutil.h"
+
+/* What the test hooks record. One per test; shared with worker threads. */
+typedef struct Record {
+	unsigned n_jobs;
+	_Atomic unsigned *ended; /* [n_jobs + 1]: times each id ended */
+	_Atomic unsigned done, failed, bad_runs, bad_payload;
+	unsigned expect_runs;   /* actions each done job must have seen */
+	const char *expect_fmt; /* payload a done job must end with, %u = id; NULL = any */
+	pthread_mutex_t lock;   /* for what follows */
+	unsigned closed_order[PIPELINE_STAGES_MAX];
+	unsigned n_closed;
+	unsigned threads_left_in_previous; /* at each cascade, threads of stage k-1 */
+	unsigned on_closed_calls;
+	char last_error[256];
+	unsigned last_failed_stage;
+	Pipeline *p;
+} Record;
+
+static Record *record_new(unsigned n_jobs)
+{
+	Record *r = calloc(1, sizeof(*r));
+	r->n_jobs = n_jobs;
+	r->ended = calloc(n_jobs + 1, sizeof(*r->ended));
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+static void record_free(Record *r)
+{
+	pthread_mutex_destroy(&r->lock);
+	free(r->ended);
+	free(r);
+}
+
+static void on_end(void *userdata, Job *job)
+{
+	Record *r = userdata;
+	if (job->id <= r->n_jobs)
+		atomic_fetch_add(&r->ended[job->id], 1);
+	if (job->state == JOB_DONE) {
+		atomic_fetch_add(&r->done, 1);
+		if (r->expect_runs && job->runs != r->expect_runs)
+			atomic_fetch_add(&r->bad_runs, 1);
+		if (r->expect_fmt) {
+			char want[1024];
+			snprintf(want, sizeof(want), r->expect_fmt, (unsigned)job->id);
+			if (strcmp(want, job->payload) != 0)
+				atomic_fetch_add(&r->bad_payload, 1);
+		}
+	} else {
+		atomic_fetch_add(&r->failed, 1);
+		pthread_mutex_lock(&r->lock);
+		snprintf(r->last_error, sizeof(r->last_error), "%s", job->error ? job->error : "");
+		r->last_failed_stage = job->stage;
+		pthread_mutex_unlock(&r->lock);
+	}
+	job_free(job);
+}
+
+static void on_stage_closed(void *userdata, unsigned index)
+{
+	Record *r = userdata;
+	pthread_mutex_lock(&r->lock);
+	r->closed_order[r->n_closed++] = index;
+	if (index > 0) {
+		StageStats st;
+		stage_stats(pipeline_stage(r->p, index - 1), &st);
+		r->threads_left_in_previous += st.threads;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void on_closed(void *userdata)
+{
+	Record *r = userdata;
+	pthread_mutex_lock(&r->lock);
+	r->on_closed_calls++;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static const PipelineHooks hooks = {
+	.on_end = on_end,
+	.on_stage_closed = on_stage_closed,
+	.on_closed = on_closed,
+};
+
+static Action *action(const char *spec)
+{
+	Action *a;
+	ck_assert_int_eq(action_parse(spec, &a, NULL), 0);
+	return a;
+}
+
+static Job *job(uint64_t id)
+{
+	char payload[64];
+	Job *j;
+	int n = snprintf(payload, sizeof(payload), "{\"n\":%llu}", (unsigned long long)id);
+	ck_assert_int_eq(job_new(id, payload, (size_t)n, &j), 0);
+	return j;
+}
+
+static StageStats sstats(Pipeline *p, unsigned i)
+{
+	StageStats st;
+	stage_stats(pipeline_stage(p, i), &st);
+	return st;
+}
+
+static void assert_each_ended_once(Record *r)
+{
+	for (unsigned id = 1; id <= r->n_jobs; id++)
+		ck_assert_msg(r->ended[id] == 1, "job %u ended %u times", id, r->ended[id]);
+}
+
+/* The classic shape: download → resize → upload with 3, 4 and 5 workers. */
+START_TEST(test_classic_shape_close_stage_by_stage)
+{
+	enum { N = 1000 };
+	static const unsigned workers[] = { 3, 4, 5 };
+	static const char *names[] = { "download", "resize", "upload" };
+	Record *r = record_new(N);
+	r->expect_runs = 3;
+	r->expect_fmt = "{\"stage\":\"upload\",\"input\":{\"stage\":\"resize\",\"input\":"
+			"{\"stage\":\"download\",\"input\":{\"n\":%u}}}}";
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("images", &hooks, r, &p), 0);
+	r->p = p;
+	for (unsigned i = 0; i < 3; i++)
+		ck_assert_int_eq(pipeline_add_stage(p, names[i], workers[i], 16, action("rewrite")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	for (unsigned i = 0; i < 3; i++)
+		ck_assert_uint_eq(sstats(p, i).threads, workers[i]);
+
+	for (uint64_t id = 1; id <= N; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	pipeline_close(p);
+	Job *late = job(N + 1);
+	ck_assert_int_eq(pipeline_submit(p, late), -EPIPE); /* intake stops at once */
+	job_free(late);
+	pipeline_join(p);
+
+	/* Every job ran through all three stages exactly once. */
+	ck_assert_uint_eq(r->done, N);
+	ck_assert_uint_eq(r->failed, 0);
+	ck_assert_uint_eq(r->bad_runs, 0);
+	ck_assert_uint_eq(r->bad_payload, 0);
+	assert_each_ended_once(r);
+
+	/* Closed stage by stage, each only after the one before had no thread. */
+	ck_assert_uint_eq(r->n_closed, 3);
+	for (unsigned i = 0; i < 3; i++)
+		ck_assert_uint_eq(r->closed_order[i], i);
+	ck_assert_uint_eq(r->threads_left_in_previous, 0);
+	ck_assert_uint_eq(r->on_closed_calls, 1);
+
+	/* Every thread was joined. */
+	for (unsigned i = 0; i < 3; i++) {
+		StageStats st = sstats(p, i);
+		ck_assert_uint_eq(st.threads, 0);
+		ck_assert_uint_eq(st.threads_started, workers[i]);
+		ck_assert_uint_eq(st.threads_joined, workers[i]);
+		ck_assert_uint_eq(st.succeeded, N);
+	}
+	PipelineStats ps;
+	pipeline_stats(p, &ps);
+	ck_assert(ps.closed);
+	ck_assert_uint_eq(ps.in_flight, 0);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_drain_waits_for_every_job_without_closing)
+{
+	enum { N = 300 };
+	Record *r = record_new(2 * N);
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("drain", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 8, action("sleep:1")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 3, 8, action("busy:200")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "c", 1, 8, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+
+	pipeline_drain(p); /* nothing in flight: returns at once */
+	for (uint64_t id = 1; id <= N; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, N); /* every job had ended when drain returned */
+
+	/* Still open: more jobs can be submitted and drained. */
+	PipelineStats ps;
+	pipeline_stats(p, &ps);
+	ck_assert(!ps.closing);
+	for (uint64_t id = N + 1; id <= 2 * N; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, 2 * N);
+	assert_each_ended_once(r);
+	ck_assert_uint_eq(r->n_closed, 0);
+	pipeline_free(p);
+	ck_assert_uint_eq(r->n_closed, 3); /* free closes */
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_failing_job_reported_worker_carries_on)
+{
+	enum { N = 30 };
+	Record *r = record_new(N);
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("failing", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 4, action("fail:3")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "c", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	for (uint64_t id = 1; id <= N; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	pipeline_drain(p);
+
+	ck_assert_uint_eq(r->failed, N / 3);
+	ck_assert_uint_eq(r->done, N - N / 3);
+	assert_each_ended_once(r);
+	ck_assert_str_eq(r->last_error, "fail action: job 30 is call 30, a multiple of 3");
+	ck_assert_uint_eq(r->last_failed_stage, 1);
+	ck_assert_uint_eq(sstats(p, 1).failed, N / 3);
+	ck_assert_uint_eq(sstats(p, 1).succeeded, N - N / 3);
+	ck_assert_uint_eq(sstats(p, 2).succeeded, N - N / 3); /* failed jobs skip the rest */
+	ck_assert_uint_eq(sstats(p, 1).threads, 1);           /* the worker is still there */
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* A gate action: holds every job until opened. */
+typedef struct Gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;
+} Gate;
+
+static int gate_fn(void *userdata, const char *stage, Job *j, char *err, size_t errlen)
+{
+	Gate *g = userdata;
+	pthread_mutex_lock(&g->lock);
+	while (!g->open)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
+static void gate_open(Gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+START_TEST(test_full_queue_blocks_the_stage_before)
+{
+	/* a (1 worker, cap 4) → b (1 worker held at the gate, cap 2). Once
+	 * jammed, the pipeline holds exactly 1 (b's worker) + 2 (b's queue)
+	 * + 1 (a's worker, blocked putting) + 4 (a's queue) = 8 jobs. */
+	enum { N = 8 };
+	Gate gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+	Record *r = record_new(N + 1);
+	Pipeline *p;
+	Action *g;
+	ck_assert_int_eq(action_new_function(gate_fn, &gate, &g), 0);
+	ck_assert_int_eq(pipeline_new("jam", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 2, g), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	for (uint64_t id = 1; id <= N; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+
+	WAIT_UNTIL(sstats(p, 1).busy == 1 && sstats(p, 1).queue.length == 2 &&
+		   sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 4);
+	ck_assert_uint_eq(sstats(p, 0).queue.length, 4);
+	ck_assert_uint_eq(sstats(p, 1).queue.length, 2);
+	Job *extra = job(N + 1);
+	ck_assert_int_eq(pipeline_try_submit(p, extra), -EAGAIN);
+	ck_assert_uint_eq(r->done, 0);
+
+	gate_open(&gate);
+	ck_assert_int_eq(pipeline_submit(p, extra), 0);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, N + 1);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* Resizing the middle stage up and down while jobs flow. */
+typedef struct Feeder {
+	Pipeline *p;
+	unsigned n;
+} Feeder;
+
+static void *feeder_main(void *arg)
+{
+	Feeder *f = arg;
+	for (uint64_t id = 1; id <= f->n; id++)
+		pipeline_submit(f->p, job(id));
+	return NULL;
+}
+
+START_TEST(test_resize_under_load_loses_and_duplicates_nothing)
+{
+	enum { N = 20000 };
+	static const unsigned sizes[] = { 8, 1, 5, 2, 16, 1, 3, 12, 4 };
+	Record *r = record_new(N);
+	r->expect_runs = 3;
+	Pipeline *p;
+	pthread_t t;
+	ck_assert_int_eq(pipeline_new("resize", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 32, action("noop")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 2, 32, action("busy:20")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "c", 2, 32, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+
+	Feeder f = { p, N };
+	pthread_create(&t, NULL, feeder_main, &f);
+	unsigned resizes = 0;
+	while (atomic_load(&r->done) + atomic_load(&r->failed) < N / 2) {
+		unsigned n = sizes[resizes++ % ELEMENTSOF(sizes)];
+		ck_assert_int_eq(pipeline_set_workers(p, 1, n), 0);
+		/* Wait until the retirements (or new threads) have happened:
+		 * a retiring worker finishes its job first, then exits. */
+		WAIT_UNTIL(sstats(p, 1).threads == n);
+		ck_assert_uint_eq(sstats(p, 1).workers, n);
+	}
+	pthread_join(t, NULL);
+	pipeline_drain(p);
+
+	ck_assert_uint_ge(resizes, 2);
+	ck_assert_uint_eq(r->done, N);
+	ck_assert_uint_eq(r->failed, 0);
+	ck_assert_uint_eq(r->bad_runs, 0);
+	assert_each_ended_once(r);
+	ck_assert_uint_eq(sstats(p, 1).succeeded, N);
+
+	pipeline_close(p);
+	pipeline_join(p);
+	StageStats st = sstats(p, 1);
+	ck_assert_uint_eq(st.threads, 0);
+	ck_assert_uint_eq(st.threads_joined, st.threads_started);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_idle_workers_retire_at_once)
+{
+	Record *r = record_new(0);
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("idle", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "only", 8, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	WAIT_UNTIL(sstats(p, 0).queue.get_waits >= 8); /* all idle, blocked on the queue */
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 2), 0);
+	WAIT_UNTIL(sstats(p, 0).threads == 2);
+	/* A later call reaps (joins) the six that retired. */
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 2), 0);
+	ck_assert_uint_eq(sstats(p, 0).threads_joined, 6);
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 5), 0);
+	ck_assert_uint_eq(sstats(p, 0).threads, 5);
+	ck_assert_uint_eq(sstats(p, 0).threads_started, 11);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_errors)
+{
+	Record *r = record_new(0);
+	Pipeline *p;
+	Job *j = job(1);
+
+	ck_assert_int_eq(pipeline_new("bad name", &hooks, r, &p), -EINVAL);
+	ck_assert_int_eq(pipeline_new("", &hooks, r, &p), -EINVAL);
+	ck_assert_int_eq(pipeline_new("x", &(PipelineHooks){ 0 }, r, &p), -EINVAL);
+	ck_assert_int_eq(pipeline_new("x", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_start(p), -EINVAL); /* no stages */
+	ck_assert_int_eq(pipeline_submit(p, j), -EINVAL); /* not started */
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 0, 4, action("noop")), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "a", STAGE_WORKERS_MAX + 1, 4, action("noop")), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 0, action("noop")), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "a/b", 1, 4, action("noop")), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), -EINVAL); /* duplicate */
+	ck_assert_int_eq(pipeline_start(p), 0);
+	ck_assert_int_eq(pipeline_start(p), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 4, action("noop")), -EINVAL); /* started */
+	ck_assert_int_eq(pipeline_set_workers(p, 1, 2), -ENOENT);
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 0), -EINVAL);
+	ck_assert_int_eq(pipeline_set_workers(p, 0, STAGE_WORKERS_MAX + 1), -EINVAL);
+	ck_assert_int_eq(pipeline_set_workers(p, 0, STAGE_WORKERS_MAX), 0); /* at the limit */
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 1), 0);
+	pipeline_close(p);
+	pipeline_close(p); /* idempotent */
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 2), -EPIPE);
+	ck_assert_int_eq(pipeline_submit(p, j), -EPIPE);
+	ck_assert_int_eq(pipeline_try_submit(p, j), -EPIPE);
+	pipeline_join(p);
+	job_free(j);
+	pipeline_free(p);
+
+	/* 64 stages is the limit; the 65th is refused. */
+	ck_assert_int_eq(pipeline_new("long", &hooks, r, &p), 0);
+	for (unsigned i = 0; i < PIPELINE_STAGES_MAX; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "s%u", i);
+		ck_assert_int_eq(pipeline_add_stage(p, name, 1, 1, action("noop")), 0);
+	}
+	ck_assert_int_eq(pipeline_add_stage(p, "extra", 1, 1, action("noop")), -EINVAL);
+	pipeline_free(p); /* never started: nothing to join */
+	record_free(r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pipeline");
+	TCase *tc = tcase("core");
+	tcase_add_test(tc, test_classic_shape_close_stage_by_stage);
+	tcase_add_test(tc, test_drain_waits_for_every_job_without_closing);
+	tcase_add_test(tc, test_failing_job_reported_worker_carries_on);
+	tcase_add_test(tc, test_full_queue_blocks_the_stage_before);
+	tcase_add_test(tc, test_resize_under_load_loses_and_duplicates_nothing);
+	tcase_add_test(tc, test_idle_workers_retire_at_once);
+	tcase_add_test(tc, test_errors);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
