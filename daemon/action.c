@@ -124,7 +124,7 @@ static int rewrite(const char *stage_name, Job *job)
 
 int action_run(Action *a, const char *stage_name, Job *job, char *err, size_t errlen)
 {
-	uint64_t call = atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed) + 1;
+	uint64_t call;
 	int r;
 
 	switch (a->kind) {
@@ -137,6 +137,8 @@ int action_run(Action *a, const char *stage_name, Job *job, char *err, size_t er
 		busy_us(a->arg);
 		return 0;
 	case ACTION_FAIL:
+		/* Shared by the stage's workers: the only action that counts. */
+		call = atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed) + 1;
 		if (call % a->arg != 0)
 			return 0;
 		snprintf(err, errlen, "fail action: job %llu is call %llu, a multiple of %llu",

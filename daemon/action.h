@@ -41,7 +41,7 @@ typedef int (*ActionFunction)(void *userdata, const char *stage_name, Job *job, 
 typedef struct Action {
 	ActionKind kind;
 	uint64_t arg;           /* ms for sleep, µs for busy, N for fail */
-	_Atomic uint64_t calls; /* jobs seen, for fail:N */
+	_Atomic uint64_t calls; /* jobs seen by fail:N (no other kind counts) */
 	ActionFunction fn;      /* for ACTION_FUNCTION */
 	void *fn_userdata;      /* borrowed */
 } Action;

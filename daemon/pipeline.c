@@ -22,9 +22,14 @@ struct Pipeline {
 	unsigned drainers;    /* threads waiting in pipeline_drain */
 	bool started, closing, closed, joined;
 
-	/* +1 before a job is offered to stage 0, -1 after on_end returned. */
-	_Atomic uint64_t in_flight;
-	_Atomic uint64_t accepted, done, failed;
+	/* +1 before a job is offered to stage 0, -1 after on_end returned.
+	 * Shared by submitters and the last stage's workers: its own cache
+	 * line, so that counting it does not slow the fields around it. */
+	_Alignas(64) _Atomic uint64_t in_flight;
+	/* Written only by submitters. Done and failed counts come from the
+	 * stages' own per-worker counters (see pipeline_stats). */
+	_Alignas(64) _Atomic uint64_t accepted;
+	_Atomic uint64_t lost_in_cascade; /* jobs failed because a next stage was closed: 0 */
 };
 
 int pipeline_new(const char *name, const PipelineHooks *hooks, void *userdata, Pipeline **ret)
@@ -59,12 +64,8 @@ static void in_flight_dec(Pipeline *p)
 
 static void end_job(Pipeline *p, Job *job)
 {
-	if (job->state == JOB_FAILED) {
-		atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
-	} else {
+	if (job->state != JOB_FAILED)
 		job->state = JOB_DONE;
-		atomic_fetch_add_explicit(&p->done, 1, memory_order_relaxed);
-	}
 	job->finished_usec = real_usec();
 	p->hooks.on_end(p->userdata, job);
 	in_flight_dec(p);
@@ -90,6 +91,7 @@ static void deliver(void *userdata, Stage *s, Job *job)
 		snprintf(msg, sizeof(msg), "stage '%s' was closed before the job reached it",
 			 stage_name(p->stages[next]));
 		job_set_failed(job, msg);
+		atomic_fetch_add_explicit(&p->lost_in_cascade, 1, memory_order_relaxed);
 	}
 	end_job(p, job);
 }
@@ -262,6 +264,17 @@ void pipeline_stats(Pipeline *p, PipelineStats *ret)
 	ret->stages = p->n_stages;
 	ret->in_flight = atomic_load(&p->in_flight);
 	ret->accepted = atomic_load(&p->accepted);
-	ret->done = atomic_load(&p->done);
-	ret->failed = atomic_load(&p->failed);
+	/* A job ends done after succeeding at the last stage, failed after
+	 * failing at any stage (or, never in practice, at a closed hand-over).
+	 * Stage counters are bumped just before the job is handed on, so for a
+	 * moment a job can be counted here and still in flight. */
+	ret->done = 0;
+	ret->failed = atomic_load(&p->lost_in_cascade);
+	for (unsigned i = 0; i < p->n_stages; i++) {
+		StageStats st;
+		stage_stats(p->stages[i], &st);
+		ret->failed += st.failed;
+		if (i == p->n_stages - 1)
+			ret->done = st.succeeded;
+	}
 }

@@ -55,7 +55,7 @@ typedef struct PipelineStats {
 	unsigned stages;
 	uint64_t in_flight; /* accepted, not yet ended */
 	uint64_t accepted;  /* submits that succeeded */
-	uint64_t done, failed;
+	uint64_t done, failed; /* ended so far (may lead in_flight by a job per worker) */
 	bool closing, closed;
 } PipelineStats;
 

@@ -19,9 +19,7 @@ struct Queue {
 	bool closed;
 	unsigned interrupts; /* generation, bumped by queue_interrupt */
 
-	/* Put increments under lock; task_done decrements without the lock and
-	 * takes it only to wake joiners on the way to zero (see queue_task_done). */
-	_Atomic uint64_t unfinished;
+	uint64_t unfinished; /* put and not yet marked done; see queue_get_next */
 
 	/* How many threads are blocked on each condition, so that a put or get
 	 * that nobody waits for costs no signal. */
@@ -46,7 +44,14 @@ int queue_new(size_t capacity, Queue **ret)
 		return -ENOMEM;
 	}
 	q->capacity = capacity;
-	pthread_mutex_init(&q->lock, NULL);
+	/* Adaptive: a thread that finds the lock held spins for a moment
+	 * before sleeping in the kernel. Critical sections here are a few
+	 * dozen instructions, so the holder is nearly always about to let go. */
+	pthread_mutexattr_t attr;
+	pthread_mutexattr_init(&attr);
+	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&q->lock, &attr);
+	pthread_mutexattr_destroy(&attr);
 	pthread_cond_init(&q->not_empty, NULL);
 	pthread_cond_init(&q->not_full, NULL);
 	pthread_cond_init(&q->all_done, NULL);
@@ -69,15 +74,18 @@ void queue_free(Queue *q, void (*free_item)(void *))
 	free(q);
 }
 
-/* Called with the lock held and room in the ring. */
-static void push_locked(Queue *q, void *item)
+/* Called with the lock held and room in the ring. Returns whether a getter
+ * is waiting, to be signalled once the lock is dropped: a thread woken while
+ * we still hold the mutex would only block again on it. The waiter counted
+ * here is inside pthread_cond_wait (it registered under the lock we hold), so
+ * the late signal cannot be lost. */
+static bool push_locked(Queue *q, void *item)
 {
 	size_t len = atomic_load_explicit(&q->length, memory_order_relaxed);
 	q->ring[(q->head + len) % q->capacity] = item;
 	atomic_store_explicit(&q->length, len + 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&q->unfinished, 1, memory_order_relaxed);
-	if (q->waiting_getters > 0)
-		pthread_cond_signal(&q->not_empty);
+	q->unfinished++;
+	return q->waiting_getters > 0;
 }
 
 int queue_put(Queue *q, void *item)
@@ -94,8 +102,10 @@ int queue_put(Queue *q, void *item)
 		pthread_mutex_unlock(&q->lock);
 		return -EPIPE;
 	}
-	push_locked(q, item);
+	bool wake = push_locked(q, item);
 	pthread_mutex_unlock(&q->lock);
+	if (wake)
+		pthread_cond_signal(&q->not_empty);
 	return 0;
 }
 
@@ -103,20 +113,38 @@ int queue_try_put(Queue *q, void *item)
 {
 	assert(item);
 	int r = 0;
+	bool wake = false;
 	pthread_mutex_lock(&q->lock);
 	if (q->closed)
 		r = -EPIPE;
 	else if (atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity)
 		r = -EAGAIN;
 	else
-		push_locked(q, item);
+		wake = push_locked(q, item);
 	pthread_mutex_unlock(&q->lock);
+	if (wake)
+		pthread_cond_signal(&q->not_empty);
 	return r;
+}
+
+/* Marks n items done; with the lock held. */
+static void done_locked(Queue *q, unsigned n)
+{
+	assert(q->unfinished >= n);
+	q->unfinished -= n;
+	if (n > 0 && q->unfinished == 0 && q->waiting_joiners > 0)
+		pthread_cond_broadcast(&q->all_done);
 }
 
 int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen)
 {
+	return queue_get_next(q, 0, ret_item, interrupt_seen);
+}
+
+int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt_seen)
+{
 	pthread_mutex_lock(&q->lock);
+	done_locked(q, done);
 	for (;;) {
 		if (interrupt_seen && *interrupt_seen != q->interrupts) {
 			*interrupt_seen = q->interrupts;
@@ -137,34 +165,26 @@ int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen)
 	*ret_item = q->ring[q->head];
 	q->ring[q->head] = NULL;
 	q->head = (q->head + 1) % q->capacity;
-	atomic_fetch_sub_explicit(&q->length, 1, memory_order_relaxed);
-	if (q->waiting_putters > 0)
-		pthread_cond_signal(&q->not_full);
+	atomic_store_explicit(&q->length, atomic_load_explicit(&q->length, memory_order_relaxed) - 1,
+			      memory_order_relaxed); /* under the lock: no read-modify-write needed */
+	bool wake = q->waiting_putters > 0; /* signalled unlocked, as in push_locked */
 	pthread_mutex_unlock(&q->lock);
+	if (wake)
+		pthread_cond_signal(&q->not_full);
 	return 0;
 }
 
 void queue_task_done(Queue *q)
 {
-	/* acq_rel: whatever the consumer did with the item happens-before a
-	 * joiner's return. Only the transition to zero needs the lock, and only
-	 * to wake joiners: a joiner checks `unfinished` under the lock and then
-	 * waits atomically, so taking the lock here before broadcasting means
-	 * the broadcast cannot fall between its check and its wait. */
-	uint64_t before = atomic_fetch_sub_explicit(&q->unfinished, 1, memory_order_acq_rel);
-	assert(before > 0);
-	if (before != 1)
-		return;
 	pthread_mutex_lock(&q->lock);
-	if (q->waiting_joiners > 0)
-		pthread_cond_broadcast(&q->all_done);
+	done_locked(q, 1);
 	pthread_mutex_unlock(&q->lock);
 }
 
 void queue_join(Queue *q)
 {
 	pthread_mutex_lock(&q->lock);
-	while (atomic_load_explicit(&q->unfinished, memory_order_acquire) > 0) {
+	while (q->unfinished > 0) {
 		q->join_waits++;
 		q->waiting_joiners++;
 		pthread_cond_wait(&q->all_done, &q->lock);
@@ -196,7 +216,7 @@ void queue_stats(Queue *q, QueueStats *ret)
 	*ret = (QueueStats){
 		.capacity = q->capacity,
 		.length = atomic_load_explicit(&q->length, memory_order_relaxed),
-		.unfinished = atomic_load(&q->unfinished),
+		.unfinished = q->unfinished,
 		.closed = q->closed,
 		.put_waits = q->put_waits,
 		.get_waits = q->get_waits,

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,9 +14,14 @@
 typedef struct Worker {
 	pthread_t thread;
 	Stage *stage;
-	unsigned interrupt_seen; /* for queue_get; only this worker touches it */
+	unsigned interrupt_seen; /* for queue_get_next; only this worker touches it */
 	bool exited;             /* under stage lock: the thread is about to return */
-	struct Worker *next;
+	struct Worker *next;     /* under stage lock */
+	/* Statistics, written only by this worker (plain relaxed stores, no
+	 * read-modify-write and no sharing between workers), read by
+	 * stage_stats from any thread. */
+	_Atomic bool busy;
+	_Atomic uint64_t succeeded, failed;
 } Worker;
 
 struct Stage {
@@ -26,16 +32,15 @@ struct Stage {
 	StageHooks hooks;
 	void *userdata;
 
-	pthread_mutex_t lock; /* protects everything below but the atomics */
+	pthread_mutex_t lock;         /* protects everything below */
+	pthread_cond_t worker_exited; /* broadcast by each worker as it exits */
 	Worker *workers;      /* every thread not yet joined */
 	unsigned target;      /* workers wanted */
 	unsigned running;     /* live workers not retiring; never more than target for long */
 	unsigned threads;     /* live threads, retiring ones included */
 	bool closed;
 	uint64_t threads_started, threads_joined;
-
-	_Atomic unsigned busy;
-	_Atomic uint64_t succeeded, failed;
+	uint64_t reaped_succeeded, reaped_failed; /* from workers already joined */
 };
 
 bool stage_name_is_valid(const char *name)
@@ -80,13 +85,22 @@ int stage_new(const char *name, unsigned index, unsigned workers, size_t capacit
 	s->userdata = userdata;
 	s->target = workers;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->worker_exited, NULL);
 	*ret = s;
 	return 0;
 }
 
-/* Runs one job through the action and hands it on. */
-static void work(Stage *s, Job *job)
+/* A counter only its owner writes: load, add, store — no locked instruction. */
+static void bump(_Atomic uint64_t *c)
 {
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+/* Runs one job through the action and hands it on. The caller marks it done
+ * on the queue (with its next queue_get_next). */
+static void work(Worker *w, Job *job)
+{
+	Stage *s = w->stage;
 	char err[512];
 
 	job->state = JOB_RUNNING;
@@ -94,29 +108,30 @@ static void work(Stage *s, Job *job)
 	if (job->started_usec == 0)
 		job->started_usec = real_usec();
 
-	atomic_fetch_add_explicit(&s->busy, 1, memory_order_relaxed);
+	atomic_store_explicit(&w->busy, true, memory_order_relaxed);
 	int r = action_run(s->action, s->name, job, err, sizeof(err));
-	atomic_fetch_sub_explicit(&s->busy, 1, memory_order_relaxed);
+	atomic_store_explicit(&w->busy, false, memory_order_relaxed);
 	job->runs++;
 
 	if (r < 0) {
 		job_set_failed(job, err);
-		atomic_fetch_add_explicit(&s->failed, 1, memory_order_relaxed);
+		bump(&w->failed);
 	} else {
-		atomic_fetch_add_explicit(&s->succeeded, 1, memory_order_relaxed);
+		bump(&w->succeeded);
 	}
 	s->hooks.deliver(s->userdata, s, job);
-	queue_task_done(s->queue);
 }
 
 static void *worker_main(void *arg)
 {
 	Worker *w = arg;
 	Stage *s = w->stage;
+	unsigned done = 0; /* the job just handed on, to mark done with the next get */
 
 	for (;;) {
 		void *item;
-		int r = queue_get(s->queue, &item, &w->interrupt_seen);
+		int r = queue_get_next(s->queue, done, &item, &w->interrupt_seen);
+		done = 0;
 		if (r == -EINTR) {
 			/* The worker count changed: retire if we are one too many. */
 			bool retire = false;
@@ -136,12 +151,14 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&s->lock);
 			break;
 		}
-		work(s, item);
+		work(w, item);
+		done = 1;
 	}
 
 	pthread_mutex_lock(&s->lock);
 	w->exited = true;
 	bool last = --s->threads == 0 && s->closed;
+	pthread_cond_broadcast(&s->worker_exited);
 	pthread_mutex_unlock(&s->lock);
 
 	/* threads reaches 0 only through close: set_workers never goes below 1
@@ -200,13 +217,17 @@ int stage_start(Stage *s)
 }
 
 /* Detaches exited workers from the list (with the lock held) so they can be
- * joined after it is dropped. */
+ * joined after it is dropped. Their counters are final (a worker sets
+ * `exited` after its last job) and move to the stage's totals now, under the
+ * same lock as stage_stats, so nothing is counted twice or missed. */
 static Worker *take_exited_locked(Stage *s)
 {
 	Worker *exited = NULL;
 	for (Worker **p = &s->workers; *p;) {
 		Worker *w = *p;
 		if (w->exited) {
+			s->reaped_succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
+			s->reaped_failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
 			*p = w->next;
 			w->next = exited;
 			exited = w;
@@ -272,14 +293,17 @@ void stage_close(Stage *s)
 void stage_join(Stage *s)
 {
 	pthread_mutex_lock(&s->lock);
-	Worker *all = s->workers;
-	s->workers = NULL;
-	pthread_mutex_unlock(&s->lock);
-
-	unsigned joined = join_list(all);
-
-	pthread_mutex_lock(&s->lock);
-	s->threads_joined += joined;
+	while (s->workers) {
+		Worker *exited = take_exited_locked(s);
+		if (!exited) {
+			pthread_cond_wait(&s->worker_exited, &s->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&s->lock);
+		unsigned joined = join_list(exited);
+		pthread_mutex_lock(&s->lock);
+		s->threads_joined += joined;
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -295,6 +319,7 @@ void stage_free(Stage *s)
 	assert(!s->workers);
 	queue_free(s->queue, free_job);
 	action_free(s->action);
+	pthread_cond_destroy(&s->worker_exited);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -322,12 +347,16 @@ void stage_stats(Stage *s, StageStats *ret)
 		.index = s->index,
 		.workers = s->running,
 		.threads = s->threads,
-		.busy = atomic_load_explicit(&s->busy, memory_order_relaxed),
-		.succeeded = atomic_load_explicit(&s->succeeded, memory_order_relaxed),
-		.failed = atomic_load_explicit(&s->failed, memory_order_relaxed),
+		.succeeded = s->reaped_succeeded,
+		.failed = s->reaped_failed,
 		.threads_started = s->threads_started,
 		.threads_joined = s->threads_joined,
 	};
+	for (Worker *w = s->workers; w; w = w->next) {
+		ret->busy += atomic_load_explicit(&w->busy, memory_order_relaxed);
+		ret->succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
+		ret->failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&s->lock);
 	queue_stats(s->queue, &ret->queue);
 }

@@ -41,7 +41,8 @@ typedef struct Stage Stage;
 typedef struct StageHooks {
 	/* Required. Called on the worker thread with the job after the action
 	 * ran (state JOB_RUNNING on success, JOB_FAILED on failure). Takes the
-	 * job (stolen). The stage calls queue_task_done after it returns. */
+	 * job (stolen). The worker marks the job done on its queue after this
+	 * returns (folded into its next queue_get_next). */
 	void (*deliver)(void *userdata, Stage *s, Job *job);
 	/* Optional. The last worker exited after the queue was closed. */
 	void (*on_exited)(void *userdata, Stage *s);

@@ -1,0 +1,491 @@
+/* bench_engine — benchmarks for the stage engine, each beside its anchor,
+ * measured in the same run (see BENCHMARKS.md). Not part of pass/fail.
+ *
+ *   bench_engine hop [JOBS [RUNS]]         3 no-op stages, 1 worker each, capacity 64,
+ *                                          vs a hand-written mutex+condvar chain
+ *   bench_engine efficiency [JOBS]         sleep 2/5/3 ms with 3/4/5 workers vs the bound
+ *   bench_engine idle [SECONDS]            12 idle workers vs 12 polling threads
+ *   bench_engine memory [JOBS]             fast producer, slow stage: RSS over time,
+ *                                          capacity 64 vs an effectively unbounded queue
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "pipeline.h"
+#include "util.h"
+
+static const char PAYLOAD[] = "{\"url\":\"http://127.0.0.1:8080/img/000001.png\",\"size\":640}";
+
+static void die(const char *what, int r)
+{
+	fprintf(stderr, "bench_engine: %s: %s\n", what, strerror(-r));
+	exit(1);
+}
+
+static Action *act(const char *spec)
+{
+	Action *a;
+	int r = action_parse(spec, &a, NULL);
+	if (r < 0)
+		die(spec, r);
+	return a;
+}
+
+/* The pipeline counts ended jobs itself (pipeline_stats), so the sink only
+ * frees, like the chain's last stage. */
+static void count_and_free(void *userdata, Job *job)
+{
+	(void)userdata;
+	job_free(job);
+}
+
+static uint64_t ended_jobs(Pipeline *p)
+{
+	PipelineStats ps;
+	pipeline_stats(p, &ps);
+	return ps.done + ps.failed;
+}
+
+/* Builds and starts a pipeline of n stages. */
+static Pipeline *build(const char *name, unsigned n, const unsigned *workers, const char *const *specs,
+		       size_t capacity)
+{
+	const PipelineHooks hooks = { .on_end = count_and_free };
+	Pipeline *p;
+	int r = pipeline_new(name, &hooks, NULL, &p);
+	if (r < 0)
+		die("pipeline_new", r);
+	for (unsigned i = 0; i < n; i++) {
+		char sname[16];
+		snprintf(sname, sizeof(sname), "s%u", i);
+		r = pipeline_add_stage(p, sname, workers[i], capacity, act(specs[i]));
+		if (r < 0)
+			die("pipeline_add_stage", r);
+	}
+	r = pipeline_start(p);
+	if (r < 0)
+		die("pipeline_start", r);
+	return p;
+}
+
+static void submit_n(Pipeline *p, uint64_t first_id, uint64_t n)
+{
+	for (uint64_t id = first_id; id < first_id + n; id++) {
+		Job *j;
+		int r = job_new(id, PAYLOAD, sizeof(PAYLOAD) - 1, &j);
+		if (r < 0)
+			die("job_new", r);
+		r = pipeline_submit(p, j);
+		if (r < 0)
+			die("pipeline_submit", r);
+	}
+}
+
+/* ---- (a) hop cost ------------------------------------------------------- */
+
+/* The anchor: the textbook chain, written plainly. A ring of pointers with
+ * one mutex and two condition variables per queue, one thread per stage, the
+ * producer in the main thread; each item carries a copy of the payload, as a
+ * job does, and the last stage frees it. */
+typedef struct ChainQueue {
+	pthread_mutex_t lock;
+	pthread_cond_t not_empty, not_full;
+	void *ring[64];
+	size_t head, len;
+} ChainQueue;
+
+typedef struct ChainItem {
+	uint64_t id;
+	char *payload;
+} ChainItem;
+
+static void chain_put(ChainQueue *q, void *item)
+{
+	pthread_mutex_lock(&q->lock);
+	while (q->len == ELEMENTSOF(q->ring))
+		pthread_cond_wait(&q->not_full, &q->lock);
+	q->ring[(q->head + q->len++) % ELEMENTSOF(q->ring)] = item;
+	pthread_cond_signal(&q->not_empty);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void *chain_get(ChainQueue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	while (q->len == 0)
+		pthread_cond_wait(&q->not_empty, &q->lock);
+	void *item = q->ring[q->head];
+	q->head = (q->head + 1) % ELEMENTSOF(q->ring);
+	q->len--;
+	pthread_cond_signal(&q->not_full);
+	pthread_mutex_unlock(&q->lock);
+	return item;
+}
+
+typedef struct ChainStage {
+	ChainQueue *in, *out; /* out NULL: last stage */
+	uint64_t n;
+} ChainStage;
+
+static void *chain_stage_main(void *arg)
+{
+	ChainStage *s = arg;
+	for (uint64_t i = 0; i < s->n; i++) {
+		ChainItem *it = chain_get(s->in);
+		if (s->out) {
+			chain_put(s->out, it);
+		} else {
+			free(it->payload);
+			free(it);
+		}
+	}
+	return NULL;
+}
+
+static double run_chain(uint64_t n)
+{
+	ChainQueue q[3];
+	ChainStage st[3];
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++) {
+		memset(&q[i], 0, sizeof(q[i]));
+		pthread_mutex_init(&q[i].lock, NULL);
+		pthread_cond_init(&q[i].not_empty, NULL);
+		pthread_cond_init(&q[i].not_full, NULL);
+	}
+	for (int i = 0; i < 3; i++) {
+		st[i] = (ChainStage){ &q[i], i < 2 ? &q[i + 1] : NULL, n };
+		pthread_create(&t[i], NULL, chain_stage_main, &st[i]);
+	}
+	uint64_t t0 = mono_usec();
+	for (uint64_t id = 1; id <= n; id++) {
+		ChainItem *it = malloc(sizeof(*it));
+		it->id = id;
+		it->payload = strdup(PAYLOAD);
+		chain_put(&q[0], it);
+	}
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	uint64_t dt = mono_usec() - t0;
+	for (int i = 0; i < 3; i++) {
+		pthread_cond_destroy(&q[i].not_full);
+		pthread_cond_destroy(&q[i].not_empty);
+		pthread_mutex_destroy(&q[i].lock);
+	}
+	return (double)n / ((double)dt / 1e6);
+}
+
+static double run_engine_hop(uint64_t n)
+{
+	static const unsigned workers[] = { 1, 1, 1 };
+	static const char *const specs[] = { "noop", "noop", "noop" };
+	Pipeline *p = build("hop", 3, workers, specs, 64);
+	uint64_t t0 = mono_usec();
+	submit_n(p, 1, n);
+	pipeline_drain(p);
+	uint64_t dt = mono_usec() - t0;
+	if (ended_jobs(p) != n)
+		die("hop: jobs lost", -EIO);
+	pipeline_free(p);
+	return (double)n / ((double)dt / 1e6);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static int bench_hop(uint64_t n, unsigned runs)
+{
+	double e[32], c[32], ratio[32];
+	if (runs > 32)
+		runs = 32;
+	printf("hop: 3 no-op stages, 1 worker each, capacity 64, %llu jobs, %u runs (alternating)\n",
+	       (unsigned long long)n, runs);
+	for (unsigned i = 0; i < runs; i++) {
+		/* Alternate so that drift in the machine hits both alike. */
+		e[i] = run_engine_hop(n);
+		c[i] = run_chain(n);
+		ratio[i] = e[i] / c[i];
+		printf("  run %2u: engine %10.0f jobs/s   chain %10.0f jobs/s   ratio %.2f\n", i + 1, e[i],
+		       c[i], ratio[i]);
+	}
+	qsort(e, runs, sizeof(double), cmp_double);
+	qsort(c, runs, sizeof(double), cmp_double);
+	qsort(ratio, runs, sizeof(double), cmp_double);
+	double me = e[runs / 2], mc = c[runs / 2];
+	printf("hop median: engine %.0f jobs/s, plain chain %.0f jobs/s, ratio of medians %.2fx, "
+	       "median of pair ratios %.2fx [min %.2f, max %.2f] (target >= 1.00x)\n",
+	       me, mc, me / mc, ratio[runs / 2], ratio[0], ratio[runs - 1]);
+	printf("hop per job: engine %.0f ns, chain %.0f ns (3 hops + alloc/free)\n", 1e9 / me, 1e9 / mc);
+	return 0;
+}
+
+/* ---- (b) efficiency ------------------------------------------------------ */
+
+static int bench_efficiency(uint64_t n)
+{
+	static const unsigned workers[] = { 3, 4, 5 };
+	static const char *const specs[] = { "sleep:2", "sleep:5", "sleep:3" };
+	static const double ms[] = { 2, 5, 3 };
+	double bound = 1e9;
+	for (int i = 0; i < 3; i++)
+		if (workers[i] / ms[i] < bound)
+			bound = workers[i] / ms[i]; /* jobs per ms */
+	bound *= 1000.0;
+
+	/* Anchor for what the machine's sleep really costs: the mean of 200
+	 * sleep:5 calls on one thread. The bound uses the nominal 5 ms. */
+	Action *a = act("sleep:5");
+	Job *probe;
+	job_new(1, "{}", 2, &probe);
+	char err[64];
+	uint64_t s0 = mono_usec();
+	for (int i = 0; i < 200; i++)
+		action_run(a, "probe", probe, err, sizeof(err));
+	double real5 = (double)(mono_usec() - s0) / 200.0 / 1000.0;
+	action_free(a);
+	job_free(probe);
+
+	Pipeline *p = build("efficiency", 3, workers, specs, 64);
+	uint64_t t0 = mono_usec();
+	submit_n(p, 1, n);
+	pipeline_drain(p);
+	double secs = (double)(mono_usec() - t0) / 1e6;
+	pipeline_free(p);
+
+	double tput = (double)n / secs;
+	printf("efficiency: stages sleep 2/5/3 ms with 3/4/5 workers, capacity 64, %llu jobs\n",
+	       (unsigned long long)n);
+	printf("  bound min(workers/time) = %.1f jobs/s; measured %.1f jobs/s in %.3f s\n", bound, tput,
+	       secs);
+	printf("  sleep:5 really takes %.3f ms here (bound with that: %.1f jobs/s)\n", real5,
+	       4.0 / real5 * 1000.0);
+	printf("efficiency: %.2f%% of the bound (target >= 98%%); %.2f%% of the bound from measured sleep\n",
+	       100.0 * tput / bound, 100.0 * tput / (4.0 / real5 * 1000.0));
+	return 0;
+}
+
+/* ---- (c) idle ------------------------------------------------------------ */
+
+typedef struct TaskUsage {
+	uint64_t vcsw, nvcsw;
+	uint64_t cpu_ticks;
+} TaskUsage;
+
+/* Sums the voluntary/involuntary context switches and CPU ticks of every
+ * thread of this process except skip_tid (the measuring thread). */
+static TaskUsage usage_except(pid_t skip_tid)
+{
+	TaskUsage u = { 0 };
+	char path[300], line[512];
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.' || atoi(de->d_name) == skip_tid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		FILE *f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f)) {
+			unsigned long long v;
+			if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1)
+				u.vcsw += v;
+			else if (sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+				u.nvcsw += v;
+		}
+		if (f)
+			fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+		f = fopen(path, "re");
+		if (f && fgets(line, sizeof(line), f)) {
+			/* utime and stime are fields 14 and 15, counted after the
+			 * ")" that ends the command name (field 2). */
+			char *rp = strrchr(line, ')');
+			unsigned long long ut, st;
+			if (rp && sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+					 &st) == 2)
+				u.cpu_ticks += ut + st;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return u;
+}
+
+static _Atomic int poll_stop;
+static _Atomic int poll_job; /* never set: the naive workers find nothing */
+
+static void *polling_worker(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&poll_stop)) {
+		if (atomic_load(&poll_job))
+			break;
+		usleep(1000); /* the naive design: look, sleep 1 ms, look again */
+	}
+	return NULL;
+}
+
+static void report_idle(const char *what, TaskUsage a, TaskUsage b, unsigned secs)
+{
+	long tck = sysconf(_SC_CLK_TCK);
+	printf("  %-28s voluntary switches %8llu  involuntary %6llu  CPU %6.3f s over %u s\n", what,
+	       (unsigned long long)(b.vcsw - a.vcsw), (unsigned long long)(b.nvcsw - a.nvcsw),
+	       (double)(b.cpu_ticks - a.cpu_ticks) / (double)tck, secs);
+}
+
+static int bench_idle(unsigned secs)
+{
+	static const unsigned workers[] = { 3, 4, 5 };
+	static const char *const specs[] = { "noop", "noop", "noop" };
+	pid_t me = (pid_t)syscall(SYS_gettid);
+	printf("idle: 12 workers (3/4/5) with nothing to do for %u s, vs 12 threads polling every 1 ms\n",
+	       secs);
+
+	Pipeline *p = build("idle", 3, workers, specs, 64);
+	/* Let one job through so every stage has run once, then wait until
+	 * all 12 workers are blocked on their queues. */
+	submit_n(p, 1, 1);
+	pipeline_drain(p);
+	for (;;) {
+		uint64_t waits = 0;
+		for (unsigned i = 0; i < 3; i++) {
+			StageStats st;
+			stage_stats(pipeline_stage(p, i), &st);
+			waits += st.busy == 0 && st.queue.length == 0 ? st.queue.get_waits : 0;
+		}
+		if (waits >= 12)
+			break;
+		usleep(1000);
+	}
+	usleep(100000);
+	TaskUsage a = usage_except(me);
+	sleep(secs);
+	TaskUsage b = usage_except(me);
+	report_idle("engine (blocked on queues)", a, b, secs);
+	uint64_t engine_wakeups = b.vcsw - a.vcsw;
+	pipeline_free(p);
+
+	pthread_t t[12];
+	for (int i = 0; i < 12; i++)
+		pthread_create(&t[i], NULL, polling_worker, NULL);
+	usleep(100000);
+	a = usage_except(me);
+	sleep(secs);
+	b = usage_except(me);
+	report_idle("anchor (poll + sleep 1 ms)", a, b, secs);
+	atomic_store(&poll_stop, 1);
+	for (int i = 0; i < 12; i++)
+		pthread_join(t[i], NULL);
+	printf("idle: engine wake-ups %llu (target 0)\n", (unsigned long long)engine_wakeups);
+	return 0;
+}
+
+/* ---- (d) memory ---------------------------------------------------------- */
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = 0, resident = 0;
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+			resident = 0;
+		fclose(f);
+	}
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+typedef struct Sampler {
+	_Atomic int stop;
+	Pipeline *p;
+	uint64_t n;
+	long peak_kib;
+	long samples[64]; /* RSS at each tenth of the jobs ended */
+	unsigned next;
+} Sampler;
+
+static void *sampler_main(void *arg)
+{
+	Sampler *s = arg;
+	while (!atomic_load(&s->stop)) {
+		long r = rss_kib();
+		if (r > s->peak_kib)
+			s->peak_kib = r;
+		uint64_t e = ended_jobs(s->p);
+		while (s->next < 11 && e >= s->n * s->next / 10)
+			s->samples[s->next++] = r;
+		usleep(10000);
+	}
+	return NULL;
+}
+
+static void memory_run(const char *label, uint64_t n, size_t capacity)
+{
+	/* Slowest stage: 1 worker spending 10 µs of CPU per job (100,000
+	 * jobs/s at most); the producer makes a job in well under 0.1 µs of
+	 * its own work, so it runs more than 100x faster than the slow stage
+	 * could drain. */
+	static const unsigned workers[] = { 1, 1 };
+	static const char *const specs[] = { "noop", "busy:10" };
+	Pipeline *p = build("memory", 2, workers, specs, capacity);
+	Sampler s = { .p = p, .n = n };
+	pthread_t t;
+	long base = rss_kib();
+	pthread_create(&t, NULL, sampler_main, &s);
+	uint64_t t0 = mono_usec();
+	submit_n(p, 1, n);
+	uint64_t submitted_at = mono_usec();
+	pipeline_drain(p);
+	uint64_t t1 = mono_usec();
+	atomic_store(&s.stop, 1);
+	pthread_join(t, NULL);
+	pipeline_free(p);
+
+	printf("  %-22s start %6ld KiB  peak %7ld KiB (+%ld)  producer done after %.1f s, all after %.1f s\n",
+	       label, base, s.peak_kib, s.peak_kib - base, (double)(submitted_at - t0) / 1e6,
+	       (double)(t1 - t0) / 1e6);
+	printf("  %-22s RSS KiB at 0%%,10%%..100%% of jobs ended:", label);
+	for (unsigned i = 0; i < s.next; i++)
+		printf(" %ld", s.samples[i]);
+	printf("\n");
+}
+
+static int bench_memory(uint64_t n)
+{
+	printf("memory: producer >100x faster than the slowest stage (busy:10, 1 worker), %llu jobs\n",
+	       (unsigned long long)n);
+	memory_run("engine, capacity 64", n, 64);
+	memory_run("anchor, capacity 1Mi", n, QUEUE_CAPACITY_MAX);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2) {
+		fprintf(stderr, "usage: bench_engine hop|efficiency|idle|memory [N [RUNS]]\n");
+		return 2;
+	}
+	uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
+	if (strcmp(argv[1], "hop") == 0)
+		return bench_hop(n ? n : 1000000, argc > 3 ? (unsigned)atoi(argv[3]) : 5);
+	if (strcmp(argv[1], "efficiency") == 0)
+		return bench_efficiency(n ? n : 4000);
+	if (strcmp(argv[1], "idle") == 0)
+		return bench_idle(n ? (unsigned)n : 10);
+	if (strcmp(argv[1], "memory") == 0)
+		return bench_memory(n ? n : 1000000);
+	fprintf(stderr, "bench_engine: unknown benchmark '%s'\n", argv[1]);
+	return 2;
+}
