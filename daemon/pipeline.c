@@ -96,6 +96,16 @@ static void deliver(void *userdata, Stage *s, Job *job)
 	end_job(p, job);
 }
 
+/* Reports, then closes. In this order the reports come out in stage order:
+ * stage k+1 is reported by the last worker of stage k, which can only exit
+ * after stage k's queue was closed, which is after stage k was reported. */
+static void close_stage(Pipeline *p, unsigned index)
+{
+	if (p->hooks.on_stage_closed)
+		p->hooks.on_stage_closed(p->userdata, index);
+	stage_close(p->stages[index]);
+}
+
 /* StageHooks.on_exited: the close travels one stage down. */
 static void stage_exited(void *userdata, Stage *s)
 {
@@ -103,9 +113,7 @@ static void stage_exited(void *userdata, Stage *s)
 	unsigned next = stage_index(s) + 1;
 
 	if (next < p->n_stages) {
-		stage_close(p->stages[next]);
-		if (p->hooks.on_stage_closed)
-			p->hooks.on_stage_closed(p->userdata, next);
+		close_stage(p, next);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
@@ -199,11 +207,8 @@ void pipeline_close(Pipeline *p)
 	bool first = p->started && !p->closing;
 	p->closing = true;
 	pthread_mutex_unlock(&p->lock);
-	if (!first)
-		return;
-	stage_close(p->stages[0]);
-	if (p->hooks.on_stage_closed)
-		p->hooks.on_stage_closed(p->userdata, 0);
+	if (first)
+		close_stage(p, 0);
 }
 
 void pipeline_join(Pipeline *p)

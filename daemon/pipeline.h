@@ -45,7 +45,8 @@ typedef struct PipelineHooks {
 	void (*on_end)(void *userdata, Job *job);
 	/* Optional: no job is queued or running anywhere in the pipeline. */
 	void (*on_idle)(void *userdata);
-	/* Optional: stage `index` has been told to close (its queue is closed). */
+	/* Optional: stage `index` is about to be closed (its queue is closed
+	 * right after this returns). Called once per stage, in stage order. */
 	void (*on_stage_closed)(void *userdata, unsigned index);
 	/* Optional: every worker of every stage has exited after close. */
 	void (*on_closed)(void *userdata);
