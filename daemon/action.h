@@ -36,7 +36,8 @@ typedef enum ActionKind {
 
 /* An in-process action: same contract as action_run. Called concurrently by
  * every worker of the stage. */
-typedef int (*ActionFunction)(void *userdata, const char *stage_name, Job *job, char *err, size_t errlen);
+typedef int (*ActionFunction)(void *userdata, const char *stage_name, Job *job, char *err,
+                              size_t errlen);
 
 typedef struct Action {
 	ActionKind kind;

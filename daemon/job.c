@@ -53,7 +53,8 @@ void job_set_failed(Job *job, const char *msg)
 {
 	job->state = JOB_FAILED;
 	free(job->error);
-	job->error = strndup(msg ? msg : "failed", JOB_ERROR_MAX); /* NULL on ENOMEM: reason unknown */
+	job->error =
+	        strndup(msg ? msg : "failed", JOB_ERROR_MAX); /* NULL on ENOMEM: reason unknown */
 }
 
 const char *job_state_to_string(JobState s)

@@ -52,4 +52,5 @@ void mailbox_post(Mailbox *m, MailNode *node);
 void mailbox_close(Mailbox *m, uv_close_cb close_cb);
 
 /* Snapshot of the counters above. Not after mailbox_close. */
-void mailbox_counters(Mailbox *m, uint64_t *ret_posts, uint64_t *ret_wakeups, uint64_t *ret_batches);
+void mailbox_counters(Mailbox *m, uint64_t *ret_posts, uint64_t *ret_wakeups,
+                      uint64_t *ret_batches);

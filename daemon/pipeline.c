@@ -89,7 +89,7 @@ static void deliver(void *userdata, Stage *s, Job *job)
 			return;
 		char msg[128];
 		snprintf(msg, sizeof(msg), "stage '%s' was closed before the job reached it",
-			 stage_name(p->stages[next]));
+		         stage_name(p->stages[next]));
 		job_set_failed(job, msg);
 		atomic_fetch_add_explicit(&p->lost_in_cascade, 1, memory_order_relaxed);
 	}
@@ -123,7 +123,8 @@ static void stage_exited(void *userdata, Stage *s)
 		p->hooks.on_closed(p->userdata);
 }
 
-int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity, Action *action)
+int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity,
+                       Action *action)
 {
 	static const StageHooks stage_hooks = { .deliver = deliver, .on_exited = stage_exited };
 	bool bad = p->started || p->n_stages >= PIPELINE_STAGES_MAX || !name;
@@ -135,7 +136,7 @@ int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t c
 		return -EINVAL;
 	}
 	int r = stage_new(name, p->n_stages, workers, capacity, action, &stage_hooks, p,
-			  &p->stages[p->n_stages]);
+	                  &p->stages[p->n_stages]);
 	if (r < 0)
 		return r;
 	p->n_stages++;

@@ -54,8 +54,8 @@ typedef struct PipelineHooks {
 
 typedef struct PipelineStats {
 	unsigned stages;
-	uint64_t in_flight; /* accepted, not yet ended */
-	uint64_t accepted;  /* submits that succeeded */
+	uint64_t in_flight;    /* accepted, not yet ended */
+	uint64_t accepted;     /* submits that succeeded */
 	uint64_t done, failed; /* ended so far (may lead in_flight by a job per worker) */
 	bool closing, closed;
 } PipelineStats;
@@ -67,7 +67,8 @@ int pipeline_new(const char *name, const PipelineHooks *hooks, void *userdata, P
 /* Appends a stage (see stage_new; action is stolen, also on failure). Only
  * before pipeline_start. Returns 0, -EINVAL (bad arguments, too many stages,
  * a duplicate stage name, already started), -ENOMEM. */
-int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity, Action *action);
+int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity,
+                       Action *action);
 
 /* Starts every stage's workers. Returns 0, -EINVAL (no stages, already
  * started), or -errno from starting threads (then nothing runs). */

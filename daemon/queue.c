@@ -92,7 +92,8 @@ int queue_put(Queue *q, void *item)
 {
 	assert(item);
 	pthread_mutex_lock(&q->lock);
-	while (!q->closed && atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
+	while (!q->closed &&
+	       atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
 		q->put_waits++;
 		q->waiting_putters++;
 		pthread_cond_wait(&q->not_full, &q->lock);
@@ -165,8 +166,9 @@ int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt
 	*ret_item = q->ring[q->head];
 	q->ring[q->head] = NULL;
 	q->head = (q->head + 1) % q->capacity;
-	atomic_store_explicit(&q->length, atomic_load_explicit(&q->length, memory_order_relaxed) - 1,
-			      memory_order_relaxed); /* under the lock: no read-modify-write needed */
+	atomic_store_explicit(
+	        &q->length, atomic_load_explicit(&q->length, memory_order_relaxed) - 1,
+	        memory_order_relaxed);      /* under the lock: no read-modify-write needed */
 	bool wake = q->waiting_putters > 0; /* signalled unlocked, as in push_locked */
 	pthread_mutex_unlock(&q->lock);
 	if (wake)

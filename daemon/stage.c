@@ -34,10 +34,10 @@ struct Stage {
 
 	pthread_mutex_t lock;         /* protects everything below */
 	pthread_cond_t worker_exited; /* broadcast by each worker as it exits */
-	Worker *workers;      /* every thread not yet joined */
-	unsigned target;      /* workers wanted */
-	unsigned running;     /* live workers not retiring; never more than target for long */
-	unsigned threads;     /* live threads, retiring ones included */
+	Worker *workers;              /* every thread not yet joined */
+	unsigned target;              /* workers wanted */
+	unsigned running; /* live workers not retiring; never more than target for long */
+	unsigned threads; /* live threads, retiring ones included */
 	bool closed;
 	uint64_t threads_started, threads_joined;
 	uint64_t reaped_succeeded, reaped_failed; /* from workers already joined */
@@ -58,7 +58,7 @@ bool stage_name_is_valid(const char *name)
 }
 
 int stage_new(const char *name, unsigned index, unsigned workers, size_t capacity, Action *action,
-	      const StageHooks *hooks, void *userdata, Stage **ret)
+              const StageHooks *hooks, void *userdata, Stage **ret)
 {
 	int r;
 
@@ -93,7 +93,8 @@ int stage_new(const char *name, unsigned index, unsigned workers, size_t capacit
 /* A counter only its owner writes: load, add, store — no locked instruction. */
 static void bump(_Atomic uint64_t *c)
 {
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
 }
 
 /* Runs one job through the action and hands it on. The caller marks it done
@@ -226,7 +227,8 @@ static Worker *take_exited_locked(Stage *s)
 	for (Worker **p = &s->workers; *p;) {
 		Worker *w = *p;
 		if (w->exited) {
-			s->reaped_succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
+			s->reaped_succeeded +=
+			        atomic_load_explicit(&w->succeeded, memory_order_relaxed);
 			s->reaped_failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
 			*p = w->next;
 			w->next = exited;
@@ -268,7 +270,8 @@ int stage_set_workers(Stage *s, unsigned n)
 		r = spawn_locked(s, n - s->running);
 		s->target = s->running; /* what we got, if not all started */
 	} else if (s->running > n) {
-		queue_interrupt(s->queue); /* idle workers look at target now, busy ones after their job */
+		queue_interrupt(
+		        s->queue); /* idle workers look at target now, busy ones after their job */
 	}
 	Worker *exited = take_exited_locked(s);
 	pthread_mutex_unlock(&s->lock);

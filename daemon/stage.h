@@ -51,11 +51,11 @@ typedef struct StageHooks {
 typedef struct StageStats {
 	const char *name; /* borrowed from the stage; valid while it lives */
 	unsigned index;
-	unsigned workers;     /* workers that will keep taking jobs (the target, once reached) */
-	unsigned threads;     /* worker threads still alive, including retiring ones */
-	unsigned busy;        /* workers running an action right now */
-	uint64_t succeeded;   /* actions that succeeded */
-	uint64_t failed;      /* actions that failed */
+	unsigned workers;   /* workers that will keep taking jobs (the target, once reached) */
+	unsigned threads;   /* worker threads still alive, including retiring ones */
+	unsigned busy;      /* workers running an action right now */
+	uint64_t succeeded; /* actions that succeeded */
+	uint64_t failed;    /* actions that failed */
 	uint64_t threads_started, threads_joined;
 	QueueStats queue;
 } StageStats;
@@ -67,7 +67,7 @@ bool stage_name_is_valid(const char *name);
  * workers 1..STAGE_WORKERS_MAX; capacity as queue_new. Takes action (stolen,
  * also on failure). Returns 0, -EINVAL, -ENOMEM. */
 int stage_new(const char *name, unsigned index, unsigned workers, size_t capacity, Action *action,
-	      const StageHooks *hooks, void *userdata, Stage **ret);
+              const StageHooks *hooks, void *userdata, Stage **ret);
 
 /* Starts the workers. Returns 0, or -errno from pthread_create (then no
  * worker runs). */

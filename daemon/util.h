@@ -10,7 +10,7 @@
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Hand over ownership of *p: returns the pointer and leaves NULL behind, so a
  * scope-cleanup (or a goto-cleanup that frees) does not free what was given away. */

@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 typedef struct FrameReader {
-	char *buf;          /* owned; buf[0..len) holds bytes not yet handed out */
+	char *buf; /* owned; buf[0..len) holds bytes not yet handed out */
 	size_t len, cap;
 	size_t start;       /* where the next message begins within buf */
 	size_t scanned;     /* bytes from start already known to hold no NUL */

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "pipeline.h"
-#include "util.h"
 #include "testutil.h"
+#include "util.h"
 
 /* What the test hooks record. One per test; shared with worker threads. */
 typedef struct Record {
@@ -133,12 +133,13 @@ START_TEST(test_classic_shape_close_stage_by_stage)
 	Record *r = record_new(N);
 	r->expect_runs = 3;
 	r->expect_fmt = "{\"stage\":\"upload\",\"input\":{\"stage\":\"resize\",\"input\":"
-			"{\"stage\":\"download\",\"input\":{\"n\":%u}}}}";
+	                "{\"stage\":\"download\",\"input\":{\"n\":%u}}}}";
 	Pipeline *p;
 	ck_assert_int_eq(pipeline_new("images", &hooks, r, &p), 0);
 	r->p = p;
 	for (unsigned i = 0; i < 3; i++)
-		ck_assert_int_eq(pipeline_add_stage(p, names[i], workers[i], 16, action("rewrite")), 0);
+		ck_assert_int_eq(pipeline_add_stage(p, names[i], workers[i], 16, action("rewrite")),
+		                 0);
 	ck_assert_int_eq(pipeline_start(p), 0);
 	for (unsigned i = 0; i < 3; i++)
 		ck_assert_uint_eq(sstats(p, i).threads, workers[i]);
@@ -290,7 +291,7 @@ START_TEST(test_full_queue_blocks_the_stage_before)
 		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
 
 	WAIT_UNTIL(sstats(p, 1).busy == 1 && sstats(p, 1).queue.length == 2 &&
-		   sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 4);
+	           sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 4);
 	ck_assert_uint_eq(sstats(p, 0).queue.length, 4);
 	ck_assert_uint_eq(sstats(p, 1).queue.length, 2);
 	Job *extra = job(N + 1);
@@ -399,10 +400,11 @@ START_TEST(test_errors)
 	ck_assert_int_eq(pipeline_new("x", &(PipelineHooks){ 0 }, r, &p), -EINVAL);
 	ck_assert_int_eq(pipeline_new("x", &hooks, r, &p), 0);
 	r->p = p;
-	ck_assert_int_eq(pipeline_start(p), -EINVAL); /* no stages */
+	ck_assert_int_eq(pipeline_start(p), -EINVAL);     /* no stages */
 	ck_assert_int_eq(pipeline_submit(p, j), -EINVAL); /* not started */
 	ck_assert_int_eq(pipeline_add_stage(p, "a", 0, 4, action("noop")), -EINVAL);
-	ck_assert_int_eq(pipeline_add_stage(p, "a", STAGE_WORKERS_MAX + 1, 4, action("noop")), -EINVAL);
+	ck_assert_int_eq(pipeline_add_stage(p, "a", STAGE_WORKERS_MAX + 1, 4, action("noop")),
+	                 -EINVAL);
 	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 0, action("noop")), -EINVAL);
 	ck_assert_int_eq(pipeline_add_stage(p, "a/b", 1, 4, action("noop")), -EINVAL);
 	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);

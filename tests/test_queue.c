@@ -9,7 +9,7 @@
 
 /* Items are small integers cast to pointers; 0 is never used (NULL). */
 #define ITEM(n) ((void *)(uintptr_t)(n))
-#define NUM(p) ((uintptr_t)(p))
+#define NUM(p)  ((uintptr_t)(p))
 
 static QueueStats stats(Queue *q)
 {
