@@ -22,6 +22,7 @@ typedef struct Record {
 	unsigned n_closed;
 	unsigned threads_left_in_previous; /* at each cascade, threads of stage k-1 */
 	unsigned on_closed_calls;
+	_Atomic unsigned idle_calls;
 	char last_error[256];
 	unsigned last_failed_stage;
 	Pipeline *p;
@@ -89,11 +90,25 @@ static void on_closed(void *userdata)
 	pthread_mutex_unlock(&r->lock);
 }
 
+static void on_idle(void *userdata)
+{
+	Record *r = userdata;
+	atomic_fetch_add(&r->idle_calls, 1);
+}
+
 static const PipelineHooks hooks = {
 	.on_end = on_end,
+	.on_idle = on_idle,
 	.on_stage_closed = on_stage_closed,
 	.on_closed = on_closed,
 };
+
+static PipelineStats pstats(Pipeline *p)
+{
+	PipelineStats ps;
+	pipeline_stats(p, &ps);
+	return ps;
+}
 
 static Action *action(const char *spec)
 {
@@ -174,10 +189,13 @@ START_TEST(test_classic_shape_close_stage_by_stage)
 		ck_assert_uint_eq(st.threads_joined, workers[i]);
 		ck_assert_uint_eq(st.succeeded, N);
 	}
-	PipelineStats ps;
-	pipeline_stats(p, &ps);
+	PipelineStats ps = pstats(p);
+	ck_assert(ps.closing);
 	ck_assert(ps.closed);
 	ck_assert_uint_eq(ps.in_flight, 0);
+	ck_assert_uint_eq(ps.accepted, N);
+	ck_assert_uint_eq(ps.done, N);
+	ck_assert_uint_eq(ps.failed, 0);
 	pipeline_free(p);
 	record_free(r);
 }
@@ -200,11 +218,11 @@ START_TEST(test_drain_waits_for_every_job_without_closing)
 		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->done, N); /* every job had ended when drain returned */
+	ck_assert_uint_eq(pstats(p).in_flight, 0);
+	WAIT_UNTIL(atomic_load(&r->idle_calls) >= 1); /* on_idle follows the wake-up */
 
 	/* Still open: more jobs can be submitted and drained. */
-	PipelineStats ps;
-	pipeline_stats(p, &ps);
-	ck_assert(!ps.closing);
+	ck_assert(!pstats(p).closing);
 	for (uint64_t id = N + 1; id <= 2 * N; id++)
 		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
 	pipeline_drain(p);
@@ -241,6 +259,9 @@ START_TEST(test_failing_job_reported_worker_carries_on)
 	ck_assert_uint_eq(sstats(p, 1).succeeded, N - N / 3);
 	ck_assert_uint_eq(sstats(p, 2).succeeded, N - N / 3); /* failed jobs skip the rest */
 	ck_assert_uint_eq(sstats(p, 1).threads, 1);           /* the worker is still there */
+	ck_assert_uint_eq(pstats(p).done, N - N / 3);
+	ck_assert_uint_eq(pstats(p).failed, N / 3);
+	ck_assert_uint_eq(pstats(p).accepted, N);
 	pipeline_free(p);
 	record_free(r);
 }
