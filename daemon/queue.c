@@ -166,10 +166,14 @@ int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt
 	*ret_item = q->ring[q->head];
 	q->ring[q->head] = NULL;
 	q->head = (q->head + 1) % q->capacity;
-	atomic_store_explicit(
-	        &q->length, atomic_load_explicit(&q->length, memory_order_relaxed) - 1,
-	        memory_order_relaxed);      /* under the lock: no read-modify-write needed */
-	bool wake = q->waiting_putters > 0; /* signalled unlocked, as in push_locked */
+	/* Under the lock, so a plain store will do: no read-modify-write. */
+	size_t len = atomic_load_explicit(&q->length, memory_order_relaxed);
+	atomic_store_explicit(&q->length, len - 1, memory_order_relaxed);
+	/* Low-water mark: a putter that found the queue full sleeps until the
+	 * queue is down to half, then refills it in one go. Waking it at the
+	 * first free slot would cost a sleep and a wake-up per item while a
+	 * fast stage feeds a slow one. Signalled unlocked, as in push_locked. */
+	bool wake = q->waiting_putters > 0 && len - 1 <= q->capacity / 2;
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_full);

@@ -20,9 +20,15 @@ typedef struct Worker {
 	/* Statistics, written only by this worker (plain relaxed stores, no
 	 * read-modify-write and no sharing between workers), read by
 	 * stage_stats from any thread. */
-	_Atomic bool busy;
+	_Atomic unsigned char state; /* a WorkerState */
 	_Atomic uint64_t succeeded, failed;
 } Worker;
+
+typedef enum WorkerState {
+	WORKER_IDLE,    /* in queue_get_next (blocked on an empty queue, or about to be) */
+	WORKER_RUNNING, /* running the action */
+	WORKER_HANDING, /* handing the job on (blocked if the next queue is full) */
+} WorkerState;
 
 struct Stage {
 	char name[STAGE_NAME_MAX + 1];
@@ -109,9 +115,9 @@ static void work(Worker *w, Job *job)
 	if (job->started_usec == 0)
 		job->started_usec = real_usec();
 
-	atomic_store_explicit(&w->busy, true, memory_order_relaxed);
+	atomic_store_explicit(&w->state, WORKER_RUNNING, memory_order_relaxed);
 	int r = action_run(s->action, s->name, job, err, sizeof(err));
-	atomic_store_explicit(&w->busy, false, memory_order_relaxed);
+	atomic_store_explicit(&w->state, WORKER_HANDING, memory_order_relaxed);
 	job->runs++;
 
 	if (r < 0) {
@@ -121,6 +127,7 @@ static void work(Worker *w, Job *job)
 		bump(&w->succeeded);
 	}
 	s->hooks.deliver(s->userdata, s, job);
+	atomic_store_explicit(&w->state, WORKER_IDLE, memory_order_relaxed);
 }
 
 static void *worker_main(void *arg)
@@ -270,8 +277,8 @@ int stage_set_workers(Stage *s, unsigned n)
 		r = spawn_locked(s, n - s->running);
 		s->target = s->running; /* what we got, if not all started */
 	} else if (s->running > n) {
-		queue_interrupt(
-		        s->queue); /* idle workers look at target now, busy ones after their job */
+		/* Idle workers look at the target now, busy ones after their job. */
+		queue_interrupt(s->queue);
 	}
 	Worker *exited = take_exited_locked(s);
 	pthread_mutex_unlock(&s->lock);
@@ -356,7 +363,9 @@ void stage_stats(Stage *s, StageStats *ret)
 		.threads_joined = s->threads_joined,
 	};
 	for (Worker *w = s->workers; w; w = w->next) {
-		ret->busy += atomic_load_explicit(&w->busy, memory_order_relaxed);
+		unsigned char state = atomic_load_explicit(&w->state, memory_order_relaxed);
+		ret->busy += state == WORKER_RUNNING;
+		ret->handing_on += state == WORKER_HANDING;
 		ret->succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
 		ret->failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
 	}

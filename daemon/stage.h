@@ -51,11 +51,12 @@ typedef struct StageHooks {
 typedef struct StageStats {
 	const char *name; /* borrowed from the stage; valid while it lives */
 	unsigned index;
-	unsigned workers;   /* workers that will keep taking jobs (the target, once reached) */
-	unsigned threads;   /* worker threads still alive, including retiring ones */
-	unsigned busy;      /* workers running an action right now */
-	uint64_t succeeded; /* actions that succeeded */
-	uint64_t failed;    /* actions that failed */
+	unsigned workers;    /* workers that will keep taking jobs (the target, once reached) */
+	unsigned threads;    /* worker threads still alive, including retiring ones */
+	unsigned busy;       /* workers running an action right now */
+	unsigned handing_on; /* workers handing a job to the next stage (blocked if it is full) */
+	uint64_t succeeded;  /* actions that succeeded */
+	uint64_t failed;     /* actions that failed */
 	uint64_t threads_started, threads_joined;
 	QueueStats queue;
 } StageStats;

@@ -308,21 +308,30 @@ START_TEST(test_full_queue_blocks_the_stage_before)
 	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
 	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 2, g), 0);
 	ck_assert_int_eq(pipeline_start(p), 0);
-	for (uint64_t id = 1; id <= N; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
 
+	/* Four jobs jam stage b and block stage a's worker... */
+	for (uint64_t id = 1; id <= 4; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
 	WAIT_UNTIL(sstats(p, 1).busy == 1 && sstats(p, 1).queue.length == 2 &&
-	           sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 4);
-	ck_assert_uint_eq(sstats(p, 0).queue.length, 4);
-	ck_assert_uint_eq(sstats(p, 1).queue.length, 2);
+	           sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 0);
+	WAIT_UNTIL(sstats(p, 0).handing_on == 1); /* a's worker: blocked handing on */
+	ck_assert_uint_eq(sstats(p, 0).busy, 0);
+
+	/* ...so stage a's queue takes exactly its capacity, then refuses. */
+	for (uint64_t id = 5; id <= N; id++)
+		ck_assert_int_eq(pipeline_try_submit(p, job(id)), 0);
 	Job *extra = job(N + 1);
 	ck_assert_int_eq(pipeline_try_submit(p, extra), -EAGAIN);
+	ck_assert_uint_eq(sstats(p, 0).queue.length, 4);
+	ck_assert_uint_eq(sstats(p, 1).queue.length, 2);
+	ck_assert_uint_eq(pstats(p).in_flight, N);
 	ck_assert_uint_eq(r->done, 0);
 
 	gate_open(&gate);
 	ck_assert_int_eq(pipeline_submit(p, extra), 0);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->done, N + 1);
+	assert_each_ended_once(r);
 	pipeline_free(p);
 	record_free(r);
 }

@@ -171,12 +171,12 @@ static void *producer_main(void *arg)
 
 START_TEST(test_put_blocks_exactly_at_capacity)
 {
-	enum { CAP = 5 };
+	enum { CAP = 6, LOW = CAP / 2, REFILL = CAP - LOW, TOTAL = CAP + REFILL + 2 };
 	Queue *q;
 	pthread_t t;
 	void *item;
 	ck_assert_int_eq(queue_new(CAP, &q), 0);
-	Producer p = { .q = q, .n = CAP + 3 };
+	Producer p = { .q = q, .n = TOTAL };
 	pthread_create(&t, NULL, producer_main, &p);
 
 	/* The producer blocks for the first time with exactly CAP items in. */
@@ -184,19 +184,28 @@ START_TEST(test_put_blocks_exactly_at_capacity)
 	ck_assert_uint_eq(atomic_load(&p.progress), CAP);
 	ck_assert_uint_eq(queue_length(q), CAP);
 
-	/* Each get lets exactly one more put through, then it blocks again. */
-	for (unsigned k = 1; k <= 2; k++) {
+	/* Draining to the low-water mark wakes it; it refills the queue to
+	 * exactly CAP again and blocks a second time, having put REFILL more. */
+	for (unsigned k = 1; k <= REFILL; k++) {
 		ck_assert_int_eq(queue_get(q, &item, NULL), 0);
 		ck_assert_uint_eq(NUM(item), k);
-		WAIT_UNTIL(stats(q).put_waits == 1 + k);
-		ck_assert_uint_eq(atomic_load(&p.progress), CAP + k);
-		ck_assert_uint_eq(queue_length(q), CAP);
 	}
-	/* The last put completes once there is room. */
-	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	WAIT_UNTIL(stats(q).put_waits == 2 && atomic_load(&p.progress) == CAP + REFILL);
+	ck_assert_uint_eq(queue_length(q), CAP);
+
+	/* A try_put is refused while full even though a putter waits, and
+	 * succeeds at the first free slot (the low-water mark is for sleepers). */
+	ck_assert_int_eq(queue_try_put(q, ITEM(1000)), -EAGAIN);
+
+	/* The rest completes once there is room; order is kept throughout. */
+	for (unsigned k = REFILL + 1; k <= TOTAL; k++) {
+		ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+		ck_assert_uint_eq(NUM(item), k);
+	}
 	pthread_join(t, NULL);
-	ck_assert_uint_eq(atomic_load(&p.progress), CAP + 3);
+	ck_assert_uint_eq(atomic_load(&p.progress), TOTAL);
 	ck_assert_int_eq(p.last_error, 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(1000)), 0);
 	queue_free(q, NULL);
 }
 END_TEST
