@@ -27,7 +27,7 @@ struct Queue {
 	unsigned waiting_putters;
 	unsigned waiting_joiners;
 
-	uint64_t put_waits, get_waits, join_waits; /* see QueueStats */
+	uint64_t put_waits, get_waits, join_waits, put_wakes; /* see QueueStats */
 };
 
 int queue_new(size_t capacity, Queue **ret)
@@ -174,6 +174,7 @@ int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt
 	 * first free slot would cost a sleep and a wake-up per item while a
 	 * fast stage feeds a slow one. Signalled unlocked, as in push_locked. */
 	bool wake = q->waiting_putters > 0 && len - 1 <= q->capacity / 2;
+	q->put_wakes += wake;
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_full);
@@ -227,6 +228,7 @@ void queue_stats(Queue *q, QueueStats *ret)
 		.put_waits = q->put_waits,
 		.get_waits = q->get_waits,
 		.join_waits = q->join_waits,
+		.put_wakes = q->put_wakes,
 	};
 	pthread_mutex_unlock(&q->lock);
 }

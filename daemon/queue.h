@@ -46,6 +46,7 @@ typedef struct QueueStats {
 	uint64_t put_waits;
 	uint64_t get_waits;
 	uint64_t join_waits;
+	uint64_t put_wakes; /* gets that woke a blocked putter (low-water mark reached) */
 } QueueStats;
 
 /* New open, empty queue. capacity is 1..QUEUE_CAPACITY_MAX.

@@ -189,6 +189,8 @@ START_TEST(test_put_blocks_exactly_at_capacity)
 	for (unsigned k = 1; k <= REFILL; k++) {
 		ck_assert_int_eq(queue_get(q, &item, NULL), 0);
 		ck_assert_uint_eq(NUM(item), k);
+		/* Only the get that reaches the low-water mark wakes the putter. */
+		ck_assert_uint_eq(stats(q).put_wakes, k == REFILL ? 1 : 0);
 	}
 	WAIT_UNTIL(stats(q).put_waits == 2 && atomic_load(&p.progress) == CAP + REFILL);
 	ck_assert_uint_eq(queue_length(q), CAP);
