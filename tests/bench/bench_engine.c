@@ -496,7 +496,7 @@ int main(int argc, char **argv)
 	}
 	uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
 	if (strcmp(argv[1], "hop") == 0)
-		return bench_hop(n ? n : 1000000, argc > 3 ? (unsigned)atoi(argv[3]) : 9);
+		return bench_hop(n ? n : 1000000, argc > 3 ? (unsigned)atoi(argv[3]) : 15);
 	if (strcmp(argv[1], "efficiency") == 0)
 		return bench_efficiency(n ? n : 4000);
 	if (strcmp(argv[1], "idle") == 0)
