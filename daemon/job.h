@@ -24,7 +24,6 @@ typedef enum JobState {
  * Embedded so that posting never allocates. */
 typedef struct MailNode {
 	struct MailNode *next;
-	int kind; /* what the receiver should make of the container */
 } MailNode;
 
 typedef struct Job {

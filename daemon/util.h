@@ -12,15 +12,6 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Hand over ownership of *p: returns the pointer and leaves NULL behind, so a
- * scope-cleanup (or a goto-cleanup that frees) does not free what was given away. */
-#define TAKE_PTR(p)                                                                                \
-	({                                                                                         \
-		__typeof__(p) _p_ = (p);                                                           \
-		(p) = NULL;                                                                        \
-		_p_;                                                                               \
-	})
-
 /* Microseconds on CLOCK_MONOTONIC (durations) and CLOCK_REALTIME (timestamps
  * shown to users). Both cannot fail on Linux for these clocks. */
 static inline uint64_t now_usec(clockid_t clock)

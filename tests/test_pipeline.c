@@ -139,28 +139,57 @@ static void assert_each_ended_once(Record *r)
 		ck_assert_msg(r->ended[id] == 1, "job %u ended %u times", id, r->ended[id]);
 }
 
+typedef struct StageDef {
+	const char *name;
+	unsigned workers;
+	const char *action;
+} StageDef;
+
+/* A started pipeline whose hooks record into r; every queue has capacity. */
+static Pipeline *start_pipeline(Record *r, const char *name, size_t capacity,
+                                const StageDef *stages, unsigned n)
+{
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new(name, &hooks, r, &p), 0);
+	r->p = p;
+	for (unsigned i = 0; i < n; i++)
+		ck_assert_int_eq(pipeline_add_stage(p, stages[i].name, stages[i].workers, capacity,
+		                                    action(stages[i].action)),
+		                 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	return p;
+}
+
+/* Submits jobs first..last (blocking while the first queue is full). */
+static void submit_ids(Pipeline *p, uint64_t first, uint64_t last)
+{
+	for (uint64_t id = first; id <= last; id++)
+		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+}
+
 /* The classic shape: download → resize → upload with 3, 4 and 5 workers. */
 START_TEST(test_classic_shape_close_stage_by_stage)
 {
 	enum { N = 1000 };
 	static const unsigned workers[] = { 3, 4, 5 };
-	static const char *names[] = { "download", "resize", "upload" };
+	static const StageDef stages[] = {
+		{ "download", 3, "rewrite" },
+		{ "resize", 4, "rewrite" },
+		{ "upload", 5, "rewrite" },
+	};
 	Record *r = record_new(N);
 	r->expect_runs = 3;
 	r->expect_fmt = "{\"stage\":\"upload\",\"input\":{\"stage\":\"resize\",\"input\":"
 	                "{\"stage\":\"download\",\"input\":{\"n\":%u}}}}";
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("images", &hooks, r, &p), 0);
-	r->p = p;
-	for (unsigned i = 0; i < 3; i++)
-		ck_assert_int_eq(pipeline_add_stage(p, names[i], workers[i], 16, action("rewrite")),
-		                 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	Pipeline *p = start_pipeline(r, "images", 16, stages, 3);
+	ck_assert_str_eq(pipeline_name(p), "images");
+	ck_assert_uint_eq(pipeline_stage_count(p), 3);
+	ck_assert_str_eq(stage_name(pipeline_stage(p, 1)), "resize");
+	ck_assert_ptr_null(pipeline_stage(p, 3));
 	for (unsigned i = 0; i < 3; i++)
 		ck_assert_uint_eq(sstats(p, i).threads, workers[i]);
 
-	for (uint64_t id = 1; id <= N; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	submit_ids(p, 1, N);
 	pipeline_close(p);
 	Job *late = job(N + 1);
 	ck_assert_int_eq(pipeline_submit(p, late), -EPIPE); /* intake stops at once */
@@ -205,17 +234,13 @@ START_TEST(test_drain_waits_for_every_job_without_closing)
 {
 	enum { N = 300 };
 	Record *r = record_new(2 * N);
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("drain", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 8, action("sleep:1")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "b", 3, 8, action("busy:200")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "c", 1, 8, action("noop")), 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	static const StageDef stages[] = { { "a", 2, "sleep:1" },
+		                           { "b", 3, "busy:200" },
+		                           { "c", 1, "noop" } };
+	Pipeline *p = start_pipeline(r, "drain", 8, stages, 3);
 
 	pipeline_drain(p); /* nothing in flight: returns at once */
-	for (uint64_t id = 1; id <= N; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	submit_ids(p, 1, N);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->done, N); /* every job had ended when drain returned */
 	ck_assert_uint_eq(pstats(p).in_flight, 0);
@@ -223,8 +248,7 @@ START_TEST(test_drain_waits_for_every_job_without_closing)
 
 	/* Still open: more jobs can be submitted and drained. */
 	ck_assert(!pstats(p).closing);
-	for (uint64_t id = N + 1; id <= 2 * N; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	submit_ids(p, N + 1, 2 * N);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->done, 2 * N);
 	assert_each_ended_once(r);
@@ -239,15 +263,11 @@ START_TEST(test_failing_job_reported_worker_carries_on)
 {
 	enum { N = 30 };
 	Record *r = record_new(N);
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("failing", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 4, action("fail:3")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "c", 1, 4, action("noop")), 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
-	for (uint64_t id = 1; id <= N; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	static const StageDef stages[] = { { "a", 1, "noop" },
+		                           { "b", 1, "fail:3" },
+		                           { "c", 1, "noop" } };
+	Pipeline *p = start_pipeline(r, "failing", 4, stages, 3);
+	submit_ids(p, 1, N);
 	pipeline_drain(p);
 
 	ck_assert_uint_eq(r->failed, N / 3);
@@ -310,8 +330,7 @@ START_TEST(test_full_queue_blocks_the_stage_before)
 	ck_assert_int_eq(pipeline_start(p), 0);
 
 	/* Four jobs jam stage b and block stage a's worker... */
-	for (uint64_t id = 1; id <= 4; id++)
-		ck_assert_int_eq(pipeline_submit(p, job(id)), 0);
+	submit_ids(p, 1, 4);
 	WAIT_UNTIL(sstats(p, 1).busy == 1 && sstats(p, 1).queue.length == 2 &&
 	           sstats(p, 1).queue.put_waits >= 1 && sstats(p, 0).queue.length == 0);
 	WAIT_UNTIL(sstats(p, 0).handing_on == 1); /* a's worker: blocked handing on */
@@ -357,14 +376,11 @@ START_TEST(test_resize_under_load_loses_and_duplicates_nothing)
 	static const unsigned sizes[] = { 8, 1, 5, 2, 16, 1, 3, 12, 4 };
 	Record *r = record_new(N);
 	r->expect_runs = 3;
-	Pipeline *p;
+	static const StageDef stages[] = { { "a", 2, "noop" },
+		                           { "b", 2, "busy:20" },
+		                           { "c", 2, "noop" } };
+	Pipeline *p = start_pipeline(r, "resize", 32, stages, 3);
 	pthread_t t;
-	ck_assert_int_eq(pipeline_new("resize", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 32, action("noop")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "b", 2, 32, action("busy:20")), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "c", 2, 32, action("noop")), 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
 
 	Feeder f = { p, N };
 	pthread_create(&t, NULL, feeder_main, &f);
