@@ -15,19 +15,6 @@ void frame_reader_free(FrameReader *r)
 	*r = (FrameReader){ 0 };
 }
 
-/* Is the unfinished message (the bytes after the last NUL) already too long
- * to end within the limit? A message of max_message bytes has
- * max_message - 1 bytes before its NUL. Whole messages before it are checked
- * by frame_reader_next as they are taken. */
-static bool overlong(const FrameReader *r)
-{
-	const char *tail = r->buf + r->start;
-	size_t n = r->len - r->start;
-	const char *last_nul = memrchr(tail, '\0', n);
-	size_t unfinished = last_nul ? n - (size_t)(last_nul - tail) - 1 : n;
-	return unfinished >= r->max_message;
-}
-
 int frame_reader_feed(FrameReader *r, const void *data, size_t n)
 {
 	if (r->broken)
@@ -54,7 +41,17 @@ int frame_reader_feed(FrameReader *r, const void *data, size_t n)
 	memcpy(r->buf + r->len, data, n);
 	r->len += n;
 
-	if (overlong(r)) {
+	/* Only the new bytes are scanned, so a message trickled in one byte
+	 * at a time costs O(length), not O(length²). A message of max_message
+	 * bytes has max_message - 1 bytes before its NUL: an unfinished one
+	 * that long can no longer end in time. Whole messages are checked by
+	 * frame_reader_next as they are taken. */
+	const char *last_nul = memrchr(data, '\0', n);
+	if (last_nul)
+		r->unfinished = n - (size_t)(last_nul - (const char *)data) - 1;
+	else
+		r->unfinished += n;
+	if (r->unfinished >= r->max_message) {
 		r->broken = true;
 		return -EMSGSIZE;
 	}
@@ -82,6 +79,16 @@ int frame_reader_next(FrameReader *r, const char **ret_msg, size_t *ret_len)
 	r->start += len + 1;
 	r->scanned = 0;
 	return 1;
+}
+
+void frame_reader_compact(FrameReader *r)
+{
+	if (r->start < r->len || r->cap <= FRAME_BUFFER_KEEP)
+		return;
+	/* Everything was handed out: give back a buffer a large message grew. */
+	free(r->buf);
+	r->buf = NULL;
+	r->len = r->cap = r->start = r->scanned = 0;
 }
 
 size_t frame_reader_pending(const FrameReader *r)

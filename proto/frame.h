@@ -17,6 +17,7 @@ typedef struct FrameReader {
 	size_t len, cap;
 	size_t start;       /* where the next message begins within buf */
 	size_t scanned;     /* bytes from start already known to hold no NUL */
+	size_t unfinished;  /* bytes after the last NUL in buf (the message in progress) */
 	size_t max_message; /* including the NUL */
 	bool broken;        /* a message overran max_message */
 } FrameReader;
@@ -35,5 +36,12 @@ int frame_reader_feed(FrameReader *r, const void *data, size_t n);
  * the reader is broken. */
 int frame_reader_next(FrameReader *r, const char **ret_msg, size_t *ret_len);
 
-/* Bytes of an unfinished message held now. */
+/* Frees the buffer if everything in it has been handed out and it is larger
+ * than FRAME_BUFFER_KEEP, so that one large message does not pin its memory
+ * for the life of the connection. Call when done with the messages taken
+ * (it invalidates them). */
+#define FRAME_BUFFER_KEEP (64u * 1024u)
+void frame_reader_compact(FrameReader *r);
+
+/* Bytes not yet handed out (an unfinished message, or whole ones not taken). */
 size_t frame_reader_pending(const FrameReader *r);

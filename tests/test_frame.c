@@ -107,6 +107,14 @@ START_TEST(test_protocol_limit_is_sane)
 	size_t len;
 	ck_assert_int_eq(frame_reader_next(&r, &msg, &len), 1);
 	ck_assert_uint_eq(len, PROTO_MESSAGE_MAX - 1);
+	ck_assert_uint_gt(r.cap, FRAME_BUFFER_KEEP);
+	frame_reader_compact(&r); /* all handed out: the big buffer goes */
+	ck_assert_ptr_null(r.buf);
+	ck_assert_uint_eq(r.cap, 0);
+	ck_assert_int_eq(feed(&r, "{}\0{", 4), 0);
+	ck_assert_int_eq(frame_reader_next(&r, &msg, &len), 1);
+	frame_reader_compact(&r); /* small, and "{" still pending: kept */
+	ck_assert_uint_eq(frame_reader_pending(&r), 1);
 	ck_assert_int_eq(feed(&r, big, PROTO_MESSAGE_MAX), -EMSGSIZE);
 	free(big);
 	frame_reader_free(&r);
