@@ -20,7 +20,11 @@ struct Pipeline {
 	pthread_mutex_t lock; /* protects the flags below and pairs with idle */
 	pthread_cond_t idle;  /* broadcast when in_flight reaches 0 */
 	unsigned drainers;    /* threads waiting in pipeline_drain */
-	bool started, closing, closed, joined;
+	bool closing, closed, joined;
+	/* Written under lock by pipeline_start; read unlocked by submitters
+	 * and by the hooks' callers (worker threads). Until it is set no hook
+	 * runs, so a failed start reports nothing. */
+	_Atomic bool started;
 
 	/* +1 before a job is offered to stage 0, -1 after on_end returned.
 	 * Shared by submitters and the last stage's workers: its own cache
@@ -101,7 +105,7 @@ static void deliver(void *userdata, Stage *s, Job *job)
  * after stage k's queue was closed, which is after stage k was reported. */
 static void close_stage(Pipeline *p, unsigned index)
 {
-	if (p->hooks.on_stage_closed)
+	if (p->hooks.on_stage_closed && atomic_load(&p->started))
 		p->hooks.on_stage_closed(p->userdata, index);
 	stage_close(p->stages[index]);
 }
@@ -116,6 +120,8 @@ static void stage_exited(void *userdata, Stage *s)
 		close_stage(p, next);
 		return;
 	}
+	if (!atomic_load(&p->started))
+		return; /* the unwind of a failed pipeline_start */
 	pthread_mutex_lock(&p->lock);
 	p->closed = true;
 	pthread_mutex_unlock(&p->lock);
@@ -127,7 +133,7 @@ int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t c
                        Action *action)
 {
 	static const StageHooks stage_hooks = { .deliver = deliver, .on_exited = stage_exited };
-	bool bad = p->started || p->n_stages >= PIPELINE_STAGES_MAX || !name;
+	bool bad = atomic_load(&p->started) || p->n_stages >= PIPELINE_STAGES_MAX || !name;
 
 	for (unsigned i = 0; !bad && i < p->n_stages; i++)
 		bad = strcmp(stage_name(p->stages[i]), name) == 0;
@@ -145,15 +151,20 @@ int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t c
 
 int pipeline_start(Pipeline *p)
 {
-	if (p->started || p->n_stages == 0)
+	if (atomic_load(&p->started) || p->n_stages == 0)
 		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	bool closing = p->closing;
+	pthread_mutex_unlock(&p->lock);
+	if (closing)
+		return -EPIPE;
+
 	for (unsigned i = 0; i < p->n_stages; i++) {
 		int r = stage_start(p->stages[i]);
 		if (r < 0) {
-			/* Unwind: close from the front and let the cascade stop
-			 * the stages already running; mark the rest closed too. */
-			for (unsigned k = i; k < p->n_stages; k++)
-				stage_close(p->stages[k]);
+			/* Stage i stopped its own workers. Close stage 0 and
+			 * let the cascade stop the stages already running;
+			 * with `started` unset, no hook reports any of it. */
 			if (i > 0) {
 				stage_close(p->stages[0]);
 				for (unsigned k = 0; k < i; k++)
@@ -162,13 +173,21 @@ int pipeline_start(Pipeline *p)
 			return r;
 		}
 	}
-	p->started = true;
+
+	/* A pipeline_close that came while the stages were starting saw
+	 * `started` unset and left stage 0 open: close it here. */
+	pthread_mutex_lock(&p->lock);
+	atomic_store(&p->started, true);
+	closing = p->closing;
+	pthread_mutex_unlock(&p->lock);
+	if (closing)
+		close_stage(p, 0);
 	return 0;
 }
 
 static int submit(Pipeline *p, Job *job, bool wait)
 {
-	if (!p->started)
+	if (!atomic_load(&p->started))
 		return -EINVAL;
 	job->state = JOB_QUEUED;
 	job->stage = 0;
@@ -205,7 +224,7 @@ int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n)
 void pipeline_close(Pipeline *p)
 {
 	pthread_mutex_lock(&p->lock);
-	bool first = p->started && !p->closing;
+	bool first = atomic_load(&p->started) && !p->closing;
 	p->closing = true;
 	pthread_mutex_unlock(&p->lock);
 	if (first)
@@ -235,7 +254,7 @@ void pipeline_free(Pipeline *p)
 {
 	if (!p)
 		return;
-	if (p->started && !p->joined) {
+	if (atomic_load(&p->started) && !p->joined) {
 		pipeline_close(p);
 		pipeline_join(p);
 	}

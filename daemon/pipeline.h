@@ -71,20 +71,24 @@ int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t c
                        Action *action);
 
 /* Starts every stage's workers. Returns 0, -EINVAL (no stages, already
- * started), or -errno from starting threads (then nothing runs). */
+ * started), -EPIPE (pipeline_close was called first), or -errno from
+ * starting threads (then nothing runs and no hook has been called). A
+ * pipeline_close racing with a successful start takes effect once it is done. */
 int pipeline_start(Pipeline *p);
 
 /* Hands job (stolen on success) to the first stage. pipeline_submit blocks
  * while the first queue is full; pipeline_try_submit returns -EAGAIN instead.
- * Both return -EPIPE once the pipeline is closing. On error the caller keeps
- * the job. */
+ * Both return -EPIPE once pipeline_close has returned (a submit racing with
+ * it may still be accepted, and then runs to its end). On error the caller
+ * keeps the job. */
 int pipeline_submit(Pipeline *p, Job *job);
 int pipeline_try_submit(Pipeline *p, Job *job);
 
 /* See stage_set_workers; -ENOENT for a stage index out of range. */
 int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
 
-/* Starts closing (see above). Never blocks; idempotent. */
+/* Starts closing (see above). Never blocks; idempotent. Called before
+ * pipeline_start, it makes the start fail with -EPIPE. */
 void pipeline_close(Pipeline *p);
 
 /* Blocks until every thread of every stage has been joined. Only after

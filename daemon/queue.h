@@ -19,9 +19,10 @@
  * then -EPIPE; putters get -EPIPE at once. Close is final.
  *
  * Low-water mark: a putter blocks when the queue is full, and once blocked it
- * is woken when the queue has drained to half its capacity (capacity / 2),
- * then refills it without blocking. Waking it at the first free slot would
- * cost a sleep and a wake-up per item whenever a fast stage feeds a slow one
+ * is signalled when the queue has drained to half its capacity (capacity / 2),
+ * then refills it without blocking. (A spurious wake-up may let it put
+ * earlier, as soon as a slot is free; correctness never depends on the mark.) Waking it at the
+ * first free slot would cost a sleep and a wake-up per item whenever a fast stage feeds a slow one
  * (measured: 14 % of the slow stage's throughput on 2 cores; BENCHMARKS.md).
  * queue_try_put is not affected: it succeeds whenever there is room. */
 #pragma once
@@ -46,7 +47,7 @@ typedef struct QueueStats {
 	uint64_t put_waits;
 	uint64_t get_waits;
 	uint64_t join_waits;
-	uint64_t put_wakes; /* gets that woke a blocked putter (low-water mark reached) */
+	uint64_t put_wakes; /* gets that signalled a blocked putter (low-water mark reached) */
 } QueueStats;
 
 /* New open, empty queue. capacity is 1..QUEUE_CAPACITY_MAX.

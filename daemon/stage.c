@@ -176,6 +176,19 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+_Atomic unsigned stage_fault_thread_create;
+
+/* pthread_create, unless the fault seam says this one fails. */
+static int create_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	unsigned n = atomic_load(&stage_fault_thread_create);
+	while (n > 0 && !atomic_compare_exchange_weak(&stage_fault_thread_create, &n, n - 1))
+		;
+	if (n == 1)
+		return EAGAIN;
+	return pthread_create(t, NULL, fn, arg);
+}
+
 /* Starts n workers; called with the lock held. Returns 0 or -errno of the
  * first failure, having counted only the workers that started. Signals are
  * blocked in workers: they belong to the event loop thread. */
@@ -193,7 +206,7 @@ static int spawn_locked(Stage *s, unsigned n)
 			break;
 		}
 		w->stage = s;
-		int e = pthread_create(&w->thread, NULL, worker_main, w);
+		int e = create_thread(&w->thread, worker_main, w);
 		if (e != 0) {
 			free(w);
 			r = -e;
@@ -214,14 +227,13 @@ int stage_start(Stage *s)
 	pthread_mutex_lock(&s->lock);
 	assert(s->threads_started == 0);
 	int r = spawn_locked(s, s->target);
-	bool none = s->running == 0;
-	if (r < 0 && !none) {
-		/* Keep going with fewer workers rather than half-start. */
-		s->target = s->running;
-		r = 0;
-	}
 	pthread_mutex_unlock(&s->lock);
-	return none ? (r < 0 ? r : -EAGAIN) : r;
+	if (r < 0) {
+		/* All or nothing: stop the workers that did start. */
+		stage_close(s);
+		stage_join(s);
+	}
+	return r;
 }
 
 /* Detaches exited workers from the list (with the lock held) so they can be
@@ -280,15 +292,14 @@ int stage_set_workers(Stage *s, unsigned n)
 		/* Idle workers look at the target now, busy ones after their job. */
 		queue_interrupt(s->queue);
 	}
-	Worker *exited = take_exited_locked(s);
+	/* Reap retired workers without dropping the lock, so that no thread
+	 * is ever off the list yet unjoined (stage_join relies on the list).
+	 * Joining here cannot wait on anything: a worker marks itself exited
+	 * under this lock as its last use of the stage, and the on_exited
+	 * hook it may call after that only runs once the stage is closed —
+	 * which, checked above under this same lock, it is not. */
+	s->threads_joined += join_list(take_exited_locked(s));
 	pthread_mutex_unlock(&s->lock);
-
-	unsigned joined = join_list(exited);
-	if (joined > 0) {
-		pthread_mutex_lock(&s->lock);
-		s->threads_joined += joined;
-		pthread_mutex_unlock(&s->lock);
-	}
 	return r;
 }
 

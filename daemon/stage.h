@@ -61,6 +61,10 @@ typedef struct StageStats {
 	QueueStats queue;
 } StageStats;
 
+/* Fault seam, for tests: when set to N > 0, the Nth worker thread created
+ * from then on (counting across all stages) fails with EAGAIN. 0: off. */
+extern _Atomic unsigned stage_fault_thread_create;
+
 /* True if name is a valid stage (or pipeline) name. */
 bool stage_name_is_valid(const char *name);
 
@@ -70,8 +74,9 @@ bool stage_name_is_valid(const char *name);
 int stage_new(const char *name, unsigned index, unsigned workers, size_t capacity, Action *action,
               const StageHooks *hooks, void *userdata, Stage **ret);
 
-/* Starts the workers. Returns 0, or -errno from pthread_create (then no
- * worker runs). */
+/* Starts the workers. Returns 0, or -errno from pthread_create; then the
+ * workers that did start have been stopped and joined (the stage is closed,
+ * and on_exited has run if any had started). */
 int stage_start(Stage *s);
 
 /* Sets the worker count to n (1..STAGE_WORKERS_MAX) and reaps workers that

@@ -485,6 +485,105 @@ START_TEST(test_errors)
 }
 END_TEST
 
+START_TEST(test_close_before_start)
+{
+	Record *r = record_new(1);
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("early", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 4, action("noop")), 0);
+	pipeline_close(p);
+	ck_assert_int_eq(pipeline_start(p), -EPIPE);
+	Job *j = job(1);
+	ck_assert_int_eq(pipeline_submit(p, j), -EINVAL); /* never started */
+	job_free(j);
+	ck_assert_uint_eq(sstats(p, 0).threads_started, 0);
+	ck_assert_uint_eq(r->n_closed, 0);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_failed_start_stops_everything_and_reports_nothing)
+{
+	/* Workers 2 + 2 + 2; the 4th thread (stage b's second) fails. */
+	static const StageDef stages[] = { { "a", 2, "noop" },
+		                           { "b", 2, "noop" },
+		                           { "c", 2, "noop" } };
+	Record *r = record_new(1);
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("unwind", &hooks, r, &p), 0);
+	r->p = p;
+	for (unsigned i = 0; i < 3; i++)
+		ck_assert_int_eq(pipeline_add_stage(p, stages[i].name, stages[i].workers, 4,
+		                                    action(stages[i].action)),
+		                 0);
+	atomic_store(&stage_fault_thread_create, 4);
+	ck_assert_int_eq(pipeline_start(p), -EAGAIN);
+	atomic_store(&stage_fault_thread_create, 0);
+
+	/* Every thread that started was stopped and joined... */
+	ck_assert_uint_eq(sstats(p, 0).threads_started, 2);
+	ck_assert_uint_eq(sstats(p, 1).threads_started, 1);
+	ck_assert_uint_eq(sstats(p, 2).threads_started, 0);
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert_uint_eq(sstats(p, i).threads, 0);
+		ck_assert_uint_eq(sstats(p, i).threads_joined, sstats(p, i).threads_started);
+	}
+	/* ...and no hook told anyone about a pipeline that never ran. */
+	ck_assert_uint_eq(r->n_closed, 0);
+	ck_assert_uint_eq(r->on_closed_calls, 0);
+	Job *j = job(1);
+	ck_assert_int_eq(pipeline_submit(p, j), -EINVAL);
+	job_free(j);
+	pipeline_free(p);
+
+	/* A resize that cannot start every new worker keeps those that did. */
+	ck_assert_int_eq(pipeline_new("grow", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	atomic_store(&stage_fault_thread_create, 3);
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 5), -EAGAIN);
+	atomic_store(&stage_fault_thread_create, 0);
+	ck_assert_uint_eq(sstats(p, 0).workers, 3);
+	ck_assert_uint_eq(sstats(p, 0).threads, 3);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* Resizes until the stage is closed under it. */
+static void *resizer_main(void *arg)
+{
+	Pipeline *p = arg;
+	for (unsigned i = 0;; i++)
+		if (pipeline_set_workers(p, 0, 1 + i % 4) == -EPIPE)
+			return NULL;
+}
+
+START_TEST(test_resize_racing_close_joins_every_thread)
+{
+	for (unsigned round = 0; round < 50; round++) {
+		static const StageDef stages[] = { { "a", 2, "noop" }, { "b", 1, "noop" } };
+		Record *r = record_new(100);
+		Pipeline *p = start_pipeline(r, "race", 4, stages, 2);
+		pthread_t t;
+		pthread_create(&t, NULL, resizer_main, p);
+		submit_ids(p, 1, 100);
+		pipeline_close(p);
+		pipeline_join(p);
+		/* Joined means joined: no retired worker is still being reaped. */
+		StageStats st = sstats(p, 0);
+		ck_assert_uint_eq(st.threads_joined, st.threads_started);
+		pthread_join(t, NULL);
+		ck_assert_uint_eq(r->done, 100);
+		pipeline_free(p);
+		record_free(r);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -496,6 +595,9 @@ int main(void)
 	tcase_add_test(tc, test_resize_under_load_loses_and_duplicates_nothing);
 	tcase_add_test(tc, test_idle_workers_retire_at_once);
 	tcase_add_test(tc, test_errors);
+	tcase_add_test(tc, test_close_before_start);
+	tcase_add_test(tc, test_failed_start_stops_everything_and_reports_nothing);
+	tcase_add_test(tc, test_resize_racing_close_joins_every_thread);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
