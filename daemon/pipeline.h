@@ -22,8 +22,9 @@
  * pipeline_close, pipeline_stats and pipeline_drain from any thread (the
  * event loop uses only the non-blocking ones); pipeline_new,
  * pipeline_add_stage, pipeline_start, pipeline_join and pipeline_free from
- * the owner. Hooks run on worker threads (on_idle also on a submitter's
- * thread), with no pipeline lock held. Lock order: pipeline lock, then stage
+ * the owner. Hooks run with no engine lock held, on worker threads, except
+ * that on_idle can also run on a submitter's thread and on_stage_closed for
+ * stage 0 on the thread that closes (or starts) the pipeline. Lock order: pipeline lock, then stage
  * lock, then queue lock. */
 #pragma once
 
