@@ -444,14 +444,14 @@ START_TEST(test_errors)
 	ck_assert_int_eq(pipeline_new("bad name", &hooks, r, &p), -EINVAL);
 	ck_assert_int_eq(pipeline_new("", &hooks, r, &p), -EINVAL);
 	ck_assert_int_eq(pipeline_new("x", &(PipelineHooks){ 0 }, r, &p), -EINVAL);
-	char name[STAGE_NAME_MAX + 2];
-	memset(name, 'n', sizeof(name));
-	name[STAGE_NAME_MAX + 1] = '\0';
-	ck_assert_int_eq(pipeline_new(name, &hooks, r, &p), -EINVAL); /* 65 characters */
-	name[STAGE_NAME_MAX] = '\0';
-	ck_assert(stage_name_is_valid(name)); /* 64: at the limit */
-	ck_assert_int_eq(pipeline_new(name, &hooks, r, &p), 0);
-	ck_assert_str_eq(pipeline_name(p), name);
+	char long_name[STAGE_NAME_MAX + 2];
+	memset(long_name, 'n', sizeof(long_name));
+	long_name[STAGE_NAME_MAX + 1] = '\0';
+	ck_assert_int_eq(pipeline_new(long_name, &hooks, r, &p), -EINVAL); /* 65 characters */
+	long_name[STAGE_NAME_MAX] = '\0';
+	ck_assert(stage_name_is_valid(long_name)); /* 64: at the limit */
+	ck_assert_int_eq(pipeline_new(long_name, &hooks, r, &p), 0);
+	ck_assert_str_eq(pipeline_name(p), long_name);
 	pipeline_free(p);
 	ck_assert_int_eq(pipeline_new("x", &hooks, r, &p), 0);
 	r->p = p;
