@@ -145,9 +145,9 @@ typedef struct StageDef {
 	const char *action;
 } StageDef;
 
-/* A started pipeline whose hooks record into r; every queue has capacity. */
-static Pipeline *start_pipeline(Record *r, const char *name, size_t capacity,
-                                const StageDef *stages, unsigned n)
+/* A pipeline (not started) whose hooks record into r; every queue has capacity. */
+static Pipeline *new_pipeline(Record *r, const char *name, size_t capacity, const StageDef *stages,
+                              unsigned n)
 {
 	Pipeline *p;
 	ck_assert_int_eq(pipeline_new(name, &hooks, r, &p), 0);
@@ -156,6 +156,13 @@ static Pipeline *start_pipeline(Record *r, const char *name, size_t capacity,
 		ck_assert_int_eq(pipeline_add_stage(p, stages[i].name, stages[i].workers, capacity,
 		                                    action(stages[i].action)),
 		                 0);
+	return p;
+}
+
+static Pipeline *start_pipeline(Record *r, const char *name, size_t capacity,
+                                const StageDef *stages, unsigned n)
+{
+	Pipeline *p = new_pipeline(r, name, capacity, stages, n);
 	ck_assert_int_eq(pipeline_start(p), 0);
 	return p;
 }
@@ -415,12 +422,9 @@ END_TEST
 
 START_TEST(test_idle_workers_retire_at_once)
 {
+	static const StageDef only[] = { { "only", 8, "noop" } };
 	Record *r = record_new(0);
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("idle", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "only", 8, 4, action("noop")), 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	Pipeline *p = start_pipeline(r, "idle", 4, only, 1);
 	WAIT_UNTIL(sstats(p, 0).queue.get_waits >= 8); /* all idle, blocked on the queue */
 	ck_assert_int_eq(pipeline_set_workers(p, 0, 2), 0);
 	WAIT_UNTIL(sstats(p, 0).threads == 2);
@@ -496,11 +500,9 @@ END_TEST
 
 START_TEST(test_close_before_start)
 {
+	static const StageDef a[] = { { "a", 2, "noop" } };
 	Record *r = record_new(1);
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("early", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "a", 2, 4, action("noop")), 0);
+	Pipeline *p = new_pipeline(r, "early", 4, a, 1);
 	pipeline_close(p);
 	ck_assert_int_eq(pipeline_start(p), -EPIPE);
 	Job *j = job(1);
@@ -520,13 +522,7 @@ START_TEST(test_failed_start_stops_everything_and_reports_nothing)
 		                           { "b", 2, "noop" },
 		                           { "c", 2, "noop" } };
 	Record *r = record_new(1);
-	Pipeline *p;
-	ck_assert_int_eq(pipeline_new("unwind", &hooks, r, &p), 0);
-	r->p = p;
-	for (unsigned i = 0; i < 3; i++)
-		ck_assert_int_eq(pipeline_add_stage(p, stages[i].name, stages[i].workers, 4,
-		                                    action(stages[i].action)),
-		                 0);
+	Pipeline *p = new_pipeline(r, "unwind", 4, stages, 3);
 	atomic_store(&stage_fault_thread_create, 4);
 	ck_assert_int_eq(pipeline_start(p), -EAGAIN);
 	atomic_store(&stage_fault_thread_create, 0);
@@ -548,10 +544,8 @@ START_TEST(test_failed_start_stops_everything_and_reports_nothing)
 	pipeline_free(p);
 
 	/* A resize that cannot start every new worker keeps those that did. */
-	ck_assert_int_eq(pipeline_new("grow", &hooks, r, &p), 0);
-	r->p = p;
-	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	static const StageDef one[] = { { "a", 1, "noop" } };
+	p = start_pipeline(r, "grow", 4, one, 1);
 	atomic_store(&stage_fault_thread_create, 3);
 	ck_assert_int_eq(pipeline_set_workers(p, 0, 5), -EAGAIN);
 	atomic_store(&stage_fault_thread_create, 0);
