@@ -1,6 +1,7 @@
 #include "job.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,33 @@ const char *job_state_to_string(JobState s)
 		[JOB_RUNNING] = "running",
 		[JOB_DONE] = "done",
 		[JOB_FAILED] = "failed",
+		[JOB_CANCELLED] = "cancelled",
 	};
 	return (s >= 0 && s < _JOB_STATE_MAX) ? names[s] : "unknown";
+}
+
+int job_state_from_string(const char *s, JobState *ret)
+{
+	for (JobState i = 0; i < _JOB_STATE_MAX; i++)
+		if (strcmp(s, job_state_to_string(i)) == 0) {
+			*ret = i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+bool job_start(Job *job)
+{
+	JobState expected = JOB_QUEUED;
+	return atomic_compare_exchange_strong_explicit(&job->state, &expected, JOB_RUNNING,
+	                                               memory_order_relaxed, memory_order_relaxed);
+}
+
+int job_cancel(Job *job)
+{
+	JobState expected = JOB_QUEUED;
+	if (atomic_compare_exchange_strong_explicit(&job->state, &expected, JOB_CANCELLED,
+	                                            memory_order_relaxed, memory_order_relaxed))
+		return 0;
+	return expected == JOB_RUNNING ? -EBUSY : -EALREADY;
 }

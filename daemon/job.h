@@ -6,9 +6,15 @@
  * so a Job needs no lock: the queue's mutex orders the hand-over between
  * threads.
  *
- * Threads: any thread may call these functions on a Job it owns. */
+ * Threads: any thread may call these functions on a Job it owns. While a job
+ * is inside a pipeline, another thread (the event loop, which tracks every
+ * job it submitted) may read `id`, `submitted_usec` (both immutable), `state`
+ * and `stage` (atomic), and may cancel it with job_cancel; it must not touch
+ * anything else until the job comes back through on_end. */
 #pragma once
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +23,7 @@ typedef enum JobState {
 	JOB_RUNNING, /* a worker is running the stage's action on it */
 	JOB_DONE,    /* left the pipeline after the last stage succeeded */
 	JOB_FAILED,  /* left the pipeline because an action failed; see error */
+	JOB_CANCELLED, /* cancelled while queued (job_cancel); its worker skips it */
 	_JOB_STATE_MAX,
 } JobState;
 
@@ -31,15 +38,26 @@ typedef struct Job {
 	uint64_t id;        /* unique within the daemon, never 0 */
 	char *payload;      /* owned; NUL-terminated JSON text */
 	size_t payload_len; /* strlen(payload) */
-	unsigned stage;     /* index of the stage the job is queued at, running in, or ended at */
-	unsigned attempt;   /* 1 for the first run of the current stage */
-	unsigned runs;      /* actions run on this job so far, all stages together */
-	JobState state;
-	char *error; /* owned; why the job failed, NULL unless state == JOB_FAILED */
+	_Atomic unsigned stage; /* index of the stage the job is queued at, running in, or ended at */
+	unsigned attempt;       /* 1 for the first run of the current stage */
+	unsigned runs;          /* actions run on this job so far, all stages together */
+	/* Written by the thread that owns the job; read (and moved from
+	 * JOB_QUEUED to JOB_CANCELLED) by the loop thread. Owners use relaxed
+	 * stores; the QUEUED→RUNNING step is a compare-and-swap (see job_start). */
+	_Atomic JobState state;
+	char *error; /* owned; why the job failed or was cancelled, else NULL */
 	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
 	uint64_t submitted_usec;
 	uint64_t started_usec;  /* when a worker first took the job */
 	uint64_t finished_usec; /* when it left the pipeline */
+
+	/* The event loop's bookkeeping (daemon/jobtable.h); only the loop
+	 * thread touches these, and the engine never does. */
+	struct Job *hash_next;             /* chain in the id hash */
+	struct Job *list_prev, *list_next; /* every tracked job, in id order */
+	struct Job *done_next;             /* finished jobs, oldest first (retention) */
+	void *tracker;                     /* the loop's record of the job's pipeline (borrowed) */
+	bool ended;                        /* back from its pipeline: the loop owns it now */
 } Job;
 
 /* The largest payload the engine accepts, in bytes (excluding the NUL). The
@@ -63,3 +81,16 @@ void job_take_payload(Job *job, char *new_payload);
 void job_set_failed(Job *job, const char *msg);
 
 const char *job_state_to_string(JobState s);
+
+/* The parse of job_state_to_string; -EINVAL for an unknown name. */
+int job_state_from_string(const char *s, JobState *ret);
+
+/* Worker side: claims a queued job to run it (QUEUED → RUNNING). Returns
+ * false if it was cancelled meanwhile; the worker must then not run it. */
+bool job_start(Job *job);
+
+/* Loop side: cancels a job waiting in a queue (QUEUED → CANCELLED). Returns
+ * 0, or -EBUSY if a worker is running it. The job stays where it is until a
+ * worker takes it, skips it and ends it (state JOB_CANCELLED); the loop sets
+ * its error when it comes back through on_end. */
+int job_cancel(Job *job);

@@ -19,6 +19,11 @@ static void deliver_all(Mailbox *m)
 	}
 }
 
+void mailbox_flush(Mailbox *m)
+{
+	deliver_all(m);
+}
+
 static void on_async(uv_async_t *handle)
 {
 	deliver_all((Mailbox *)handle);

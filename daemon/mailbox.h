@@ -47,6 +47,11 @@ int mailbox_init(Mailbox *m, uv_loop_t *loop, MailboxFn fn, void *userdata);
 /* Appends node; any thread. Never blocks beyond the short list lock. */
 void mailbox_post(Mailbox *m, MailNode *node);
 
+/* Delivers what is queued now, without waiting for the async wake-up (used
+ * to take every job a pipeline posted before it reported its close). Loop
+ * thread only. */
+void mailbox_flush(Mailbox *m);
+
 /* Delivers whatever is still queued, then closes the async handle; close_cb
  * (may be NULL) runs when libuv has let go of it. Loop thread only. */
 void mailbox_close(Mailbox *m, uv_close_cb close_cb);

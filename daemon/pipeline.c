@@ -68,8 +68,9 @@ static void in_flight_dec(Pipeline *p)
 
 static void end_job(Pipeline *p, Job *job)
 {
-	if (job->state != JOB_FAILED)
-		job->state = JOB_DONE;
+	/* RUNNING: the last stage succeeded. FAILED and CANCELLED stay. */
+	if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_RUNNING)
+		atomic_store_explicit(&job->state, JOB_DONE, memory_order_relaxed);
 	job->finished_usec = real_usec();
 	p->hooks.on_end(p->userdata, job);
 	in_flight_dec(p);
@@ -81,9 +82,12 @@ static void deliver(void *userdata, Stage *s, Job *job)
 	Pipeline *p = userdata;
 	unsigned next = stage_index(s) + 1;
 
-	if (job->state != JOB_FAILED && next < p->n_stages) {
-		job->state = JOB_QUEUED;
-		job->stage = next;
+	if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_RUNNING &&
+	    next < p->n_stages) {
+		/* QUEUED before it is visible in the next queue: from here on
+		 * the loop may cancel it (job_cancel). */
+		atomic_store_explicit(&job->stage, next, memory_order_relaxed);
+		atomic_store_explicit(&job->state, JOB_QUEUED, memory_order_relaxed);
 		job->attempt = 1;
 		/* Blocks while the next queue is full: backpressure. The next
 		 * queue is closed only after every worker of this stage has
@@ -145,6 +149,8 @@ int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t c
 	                  &p->stages[p->n_stages]);
 	if (r < 0)
 		return r;
+	if (p->n_stages == 0 && p->hooks.on_room)
+		queue_set_room_callback(stage_queue(p->stages[0]), p->hooks.on_room, p->userdata);
 	p->n_stages++;
 	return 0;
 }
@@ -195,7 +201,7 @@ static int submit(Pipeline *p, Job *job, bool wait)
 	 * drop to zero while it travels. */
 	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
 	Queue *q = stage_queue(p->stages[0]);
-	int r = wait ? queue_put(q, job) : queue_try_put(q, job);
+	int r = wait ? queue_put(q, job) : queue_try_put_arm(q, job);
 	if (r < 0) {
 		in_flight_dec(p);
 		return r;
@@ -219,6 +225,13 @@ int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n)
 	if (stage >= p->n_stages)
 		return -ENOENT;
 	return stage_set_workers(p->stages[stage], n);
+}
+
+int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused)
+{
+	if (stage >= p->n_stages)
+		return -ENOENT;
+	return stage_pause(p->stages[stage], paused);
 }
 
 void pipeline_close(Pipeline *p)
@@ -294,11 +307,13 @@ void pipeline_stats(Pipeline *p, PipelineStats *ret)
 	 * Stage counters are bumped just before the job is handed on, so for a
 	 * moment a job can be counted here and still in flight. */
 	ret->done = 0;
+	ret->cancelled = 0;
 	ret->failed = atomic_load(&p->lost_in_cascade);
 	for (unsigned i = 0; i < p->n_stages; i++) {
 		StageStats st;
 		stage_stats(p->stages[i], &st);
 		ret->failed += st.failed;
+		ret->cancelled += st.cancelled;
 		if (i == p->n_stages - 1)
 			ret->done = st.succeeded;
 	}

@@ -51,6 +51,11 @@ typedef struct PipelineHooks {
 	void (*on_stage_closed)(void *userdata, unsigned index);
 	/* Optional: every worker of every stage has exited after close. */
 	void (*on_closed)(void *userdata);
+	/* Optional: after pipeline_try_submit returned -EAGAIN, the first
+	 * stage's queue has drained to its low-water mark, or was closed (see
+	 * queue_try_put_arm). Called once per -EAGAIN episode, on a worker
+	 * thread (or the closing thread); must not block. */
+	void (*on_room)(void *userdata);
 } PipelineHooks;
 
 typedef struct PipelineStats {
@@ -58,6 +63,7 @@ typedef struct PipelineStats {
 	uint64_t in_flight;    /* accepted, not yet ended */
 	uint64_t accepted;     /* submits that succeeded */
 	uint64_t done, failed; /* ended so far (may lead in_flight by a job per worker) */
+	uint64_t cancelled;    /* ended cancelled (job_cancel) */
 	bool closing, closed;
 } PipelineStats;
 
@@ -81,12 +87,15 @@ int pipeline_start(Pipeline *p);
  * while the first queue is full; pipeline_try_submit returns -EAGAIN instead.
  * Both return -EPIPE once pipeline_close has returned (a submit racing with
  * it may still be accepted, and then runs to its end). On error the caller
- * keeps the job. */
+ * keeps the job. A -EAGAIN from pipeline_try_submit arms hooks->on_room. */
 int pipeline_submit(Pipeline *p, Job *job);
 int pipeline_try_submit(Pipeline *p, Job *job);
 
 /* See stage_set_workers; -ENOENT for a stage index out of range. */
 int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
+
+/* See stage_pause; -ENOENT for a stage index out of range. */
+int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused);
 
 /* Starts closing (see above). Never blocks; idempotent. Called before
  * pipeline_start, it makes the start fail with -EPIPE. */

@@ -27,7 +27,11 @@ struct Queue {
 	unsigned waiting_putters;
 	unsigned waiting_joiners;
 
-	uint64_t put_waits, get_waits, join_waits, put_wakes; /* see QueueStats */
+	uint64_t put_waits, get_waits, join_waits, put_wakes, room_calls; /* see QueueStats */
+
+	QueueRoomFn room_fn; /* immutable once shared */
+	void *room_userdata;
+	bool room_wanted; /* armed by a failed queue_try_put_arm */
 };
 
 int queue_new(size_t capacity, Queue **ret)
@@ -110,7 +114,7 @@ int queue_put(Queue *q, void *item)
 	return 0;
 }
 
-int queue_try_put(Queue *q, void *item)
+static int try_put(Queue *q, void *item, bool arm)
 {
 	assert(item);
 	int r = 0;
@@ -118,14 +122,42 @@ int queue_try_put(Queue *q, void *item)
 	pthread_mutex_lock(&q->lock);
 	if (q->closed)
 		r = -EPIPE;
-	else if (atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity)
+	else if (atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
 		r = -EAGAIN;
-	else
+		if (arm && q->room_fn)
+			q->room_wanted = true;
+	} else
 		wake = push_locked(q, item);
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_empty);
 	return r;
+}
+
+int queue_try_put(Queue *q, void *item)
+{
+	return try_put(q, item, false);
+}
+
+int queue_try_put_arm(Queue *q, void *item)
+{
+	return try_put(q, item, true);
+}
+
+void queue_set_room_callback(Queue *q, QueueRoomFn fn, void *userdata)
+{
+	q->room_fn = fn;
+	q->room_userdata = userdata;
+}
+
+/* With the lock held: disarms and returns whether the room callback is due. */
+static bool take_room_locked(Queue *q)
+{
+	if (!q->room_wanted)
+		return false;
+	q->room_wanted = false;
+	q->room_calls++;
+	return true;
 }
 
 /* Marks n items done; with the lock held. */
@@ -175,9 +207,12 @@ int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt
 	 * fast stage feeds a slow one. Signalled unlocked, as in push_locked. */
 	bool wake = q->waiting_putters > 0 && len - 1 <= q->capacity / 2;
 	q->put_wakes += wake;
+	bool room = len - 1 <= q->capacity / 2 && take_room_locked(q);
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_full);
+	if (room)
+		q->room_fn(q->room_userdata);
 	return 0;
 }
 
@@ -206,7 +241,10 @@ void queue_close(Queue *q)
 	q->closed = true;
 	pthread_cond_broadcast(&q->not_empty);
 	pthread_cond_broadcast(&q->not_full);
+	bool room = take_room_locked(q); /* the armed producer learns of the close */
 	pthread_mutex_unlock(&q->lock);
+	if (room)
+		q->room_fn(q->room_userdata);
 }
 
 void queue_interrupt(Queue *q)
@@ -229,6 +267,7 @@ void queue_stats(Queue *q, QueueStats *ret)
 		.get_waits = q->get_waits,
 		.join_waits = q->join_waits,
 		.put_wakes = q->put_wakes,
+		.room_calls = q->room_calls,
 	};
 	pthread_mutex_unlock(&q->lock);
 }

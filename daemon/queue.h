@@ -48,6 +48,7 @@ typedef struct QueueStats {
 	uint64_t get_waits;
 	uint64_t join_waits;
 	uint64_t put_wakes; /* gets that signalled a blocked putter (low-water mark reached) */
+	uint64_t room_calls; /* room callbacks made (see queue_try_put_arm) */
 } QueueStats;
 
 /* New open, empty queue. capacity is 1..QUEUE_CAPACITY_MAX.
@@ -66,6 +67,17 @@ int queue_put(Queue *q, void *item);
 
 /* As queue_put but never blocks: -EAGAIN when the queue is full. */
 int queue_try_put(Queue *q, void *item);
+
+/* Room notification, for a producer that must not block (the event loop):
+ * queue_try_put_arm is queue_try_put, except that when it returns -EAGAIN it
+ * also arms the queue, atomically with finding it full, so that no get can
+ * slip in between. The first get that then brings the queue down to its
+ * low-water mark (or a close) disarms it and calls fn(userdata) once, on the
+ * getter's (or closer's) thread with no queue lock held. fn must not block;
+ * it may call uv_async_send. Set the callback before the queue is shared. */
+typedef void (*QueueRoomFn)(void *userdata);
+void queue_set_room_callback(Queue *q, QueueRoomFn fn, void *userdata);
+int queue_try_put_arm(Queue *q, void *item);
 
 /* Takes the oldest item, blocking while the queue is empty and open.
  * Returns 0 and the item in *ret_item; -EPIPE when the queue is closed and

@@ -21,7 +21,7 @@ typedef struct Worker {
 	 * read-modify-write and no sharing between workers), read by
 	 * stage_stats from any thread. */
 	_Atomic unsigned char state; /* a WorkerState */
-	_Atomic uint64_t succeeded, failed;
+	_Atomic uint64_t succeeded, failed, cancelled;
 } Worker;
 
 typedef enum WorkerState {
@@ -40,13 +40,18 @@ struct Stage {
 
 	pthread_mutex_t lock;         /* protects everything below */
 	pthread_cond_t worker_exited; /* broadcast by each worker as it exits */
+	pthread_cond_t resumed;       /* broadcast on resume, close and set_workers */
+	/* Written under lock; read unlocked by workers between jobs (a worker
+	 * that misses the change is blocked in the queue, and the queue_interrupt
+	 * that follows every pause brings it back to look). */
+	_Atomic bool paused;
 	Worker *workers;              /* every thread not yet joined */
 	unsigned target;              /* workers wanted */
 	unsigned running; /* live workers not retiring; never more than target for long */
 	unsigned threads; /* live threads, retiring ones included */
 	bool closed;
 	uint64_t threads_started, threads_joined;
-	uint64_t reaped_succeeded, reaped_failed; /* from workers already joined */
+	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled; /* from workers already joined */
 };
 
 bool stage_name_is_valid(const char *name)
@@ -92,6 +97,7 @@ int stage_new(const char *name, unsigned index, unsigned workers, size_t capacit
 	s->target = workers;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->worker_exited, NULL);
+	pthread_cond_init(&s->resumed, NULL);
 	*ret = s;
 	return 0;
 }
@@ -110,8 +116,13 @@ static void work(Worker *w, Job *job)
 	Stage *s = w->stage;
 	char err[512];
 
-	job->state = JOB_RUNNING;
-	job->stage = s->index;
+	atomic_store_explicit(&job->stage, s->index, memory_order_relaxed);
+	if (!job_start(job)) {
+		/* Cancelled while it waited in the queue: never run it again. */
+		bump(&w->cancelled);
+		s->hooks.deliver(s->userdata, s, job);
+		return;
+	}
 	if (job->started_usec == 0)
 		job->started_usec = real_usec();
 
@@ -130,6 +141,27 @@ static void work(Worker *w, Job *job)
 	atomic_store_explicit(&w->state, WORKER_IDLE, memory_order_relaxed);
 }
 
+/* Blocks while the stage is paused. Returns true if the worker must retire
+ * (the worker count was lowered meanwhile). A close ends the pause, so that
+ * closing always finishes. */
+static bool wait_while_paused(Worker *w)
+{
+	Stage *s = w->stage;
+	bool retire = false;
+
+	pthread_mutex_lock(&s->lock);
+	while (atomic_load_explicit(&s->paused, memory_order_relaxed) && !s->closed) {
+		if (s->running > s->target) {
+			s->running--;
+			retire = true;
+			break;
+		}
+		pthread_cond_wait(&s->resumed, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return retire;
+}
+
 static void *worker_main(void *arg)
 {
 	Worker *w = arg;
@@ -138,6 +170,13 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		void *item;
+		if (atomic_load_explicit(&s->paused, memory_order_relaxed)) {
+			if (done > 0)
+				queue_task_done(s->queue); /* not held across the pause */
+			done = 0;
+			if (wait_while_paused(w))
+				break;
+		}
 		int r = queue_get_next(s->queue, done, &item, &w->interrupt_seen);
 		done = 0;
 		if (r == -EINTR) {
@@ -249,6 +288,8 @@ static Worker *take_exited_locked(Stage *s)
 			s->reaped_succeeded +=
 			        atomic_load_explicit(&w->succeeded, memory_order_relaxed);
 			s->reaped_failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+			s->reaped_cancelled +=
+			        atomic_load_explicit(&w->cancelled, memory_order_relaxed);
 			*p = w->next;
 			w->next = exited;
 			exited = w;
@@ -291,6 +332,7 @@ int stage_set_workers(Stage *s, unsigned n)
 	} else if (s->running > n) {
 		/* Idle workers look at the target now, busy ones after their job. */
 		queue_interrupt(s->queue);
+		pthread_cond_broadcast(&s->resumed); /* and paused ones */
 	}
 	/* Reap retired workers without dropping the lock, so that no thread
 	 * is ever off the list yet unjoined (stage_join relies on the list).
@@ -307,8 +349,25 @@ void stage_close(Stage *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->closed = true;
+	pthread_cond_broadcast(&s->resumed);
 	pthread_mutex_unlock(&s->lock);
 	queue_close(s->queue);
+}
+
+int stage_pause(Stage *s, bool paused)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->closed) {
+		pthread_mutex_unlock(&s->lock);
+		return -EPIPE;
+	}
+	atomic_store_explicit(&s->paused, paused, memory_order_relaxed);
+	if (paused)
+		queue_interrupt(s->queue); /* idle workers come back to look */
+	else
+		pthread_cond_broadcast(&s->resumed);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }
 
 void stage_join(Stage *s)
@@ -341,6 +400,7 @@ void stage_free(Stage *s)
 	queue_free(s->queue, free_job);
 	action_free(s->action);
 	pthread_cond_destroy(&s->worker_exited);
+	pthread_cond_destroy(&s->resumed);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -370,6 +430,8 @@ void stage_stats(Stage *s, StageStats *ret)
 		.threads = s->threads,
 		.succeeded = s->reaped_succeeded,
 		.failed = s->reaped_failed,
+		.cancelled = s->reaped_cancelled,
+		.paused = atomic_load_explicit(&s->paused, memory_order_relaxed),
 		.threads_started = s->threads_started,
 		.threads_joined = s->threads_joined,
 	};
@@ -379,6 +441,7 @@ void stage_stats(Stage *s, StageStats *ret)
 		ret->handing_on += state == WORKER_HANDING;
 		ret->succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
 		ret->failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+		ret->cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&s->lock);
 	queue_stats(s->queue, &ret->queue);

@@ -57,6 +57,8 @@ typedef struct StageStats {
 	unsigned handing_on; /* workers handing a job to the next stage (blocked if it is full) */
 	uint64_t succeeded;  /* actions that succeeded */
 	uint64_t failed;     /* actions that failed */
+	uint64_t cancelled;  /* cancelled jobs this stage's workers skipped */
+	bool paused;
 	uint64_t threads_started, threads_joined;
 	QueueStats queue;
 } StageStats;
@@ -85,8 +87,15 @@ int stage_start(Stage *s);
  * are kept and counted). */
 int stage_set_workers(Stage *s, unsigned n);
 
-/* Closes the input queue. Idempotent; never blocks. */
+/* Closes the input queue. Idempotent; never blocks. A close also ends a
+ * pause: the workers finish what is queued and exit. */
 void stage_close(Stage *s);
+
+/* Pauses (paused = true) or resumes the stage. A paused stage's workers
+ * take no new job; those running an action finish it and hand it on. Jobs
+ * keep arriving in the queue up to its capacity (backpressure then reaches
+ * the stages before). Never blocks. Returns 0, or -EPIPE once closed. */
+int stage_pause(Stage *s, bool paused);
 
 /* Waits for every worker thread to exit and joins it. Returns only after the
  * stage has been closed and its queue emptied. */

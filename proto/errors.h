@@ -25,3 +25,4 @@
 #define PROTO_ERR_MESSAGE_TOO_LARGE "io.pipelined.MessageTooLarge"
 #define PROTO_ERR_LIMIT_EXCEEDED "io.pipelined.LimitExceeded"
 #define PROTO_ERR_CONFIG_INVALID "io.pipelined.ConfigInvalid"
+#define PROTO_ERR_INTERNAL "io.pipelined.InternalError"

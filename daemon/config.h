@@ -1,0 +1,94 @@
+/* config.h — the daemon's configuration file (INI, parsed with inih).
+ *
+ *   [daemon]
+ *   Socket = /run/pipelined/pipelined.sock   ; control socket path (< 108 bytes)
+ *   StateDirectory = /var/lib/pipelined      ; journal and job scratch space
+ *   MaxConnections = 256                     ; 1..65536
+ *   MaxOutputBuffer = 4MiB                   ; unsent replies per connection before it is cut off
+ *   RetainJobs = 10000                       ; finished jobs kept for queries, 0..10000000
+ *   RetainBytes = 64MiB                      ; and at most this many payload bytes of them
+ *   ShutdownTimeoutSec = 90                  ; deadline of a shutdown (SIGTERM), 1..86400
+ *
+ *   [pipeline images]                        ; a pipeline; name as stage_name_is_valid
+ *
+ *   [stage images/download]                  ; its stages, in file order
+ *   Action = sleep:5                         ; action_parse spec (program actions: later
+ *   Workers = 3                              ;   issue, with keys Exec=, Timeout=, ...)
+ *   Capacity = 64                            ; the stage's input queue, 1..QUEUE_CAPACITY_MAX
+ *
+ * Sizes accept a suffix K/KiB, M/MiB, G/GiB (powers of 1024). Keys are
+ * case-sensitive, as in systemd units; a key given twice in a section keeps
+ * the later value. A stage section must come after its pipeline's section.
+ * Every pipeline needs at least one stage. Comments are lines starting with
+ * '#' or ';', or the rest of a line after " ;" (not " #": inih's rule).
+ * Lines are at most 198 bytes (inih's line buffer), and an indented line
+ * after a key is refused (inih would read it as a continuation). See
+ * packaging/pipelined.conf.example.
+ *
+ * Owns: the Config and everything in it. Never logs: errors come back in
+ * ConfigError. Threads: any, one at a time per Config. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/pipelined/pipelined.conf"
+#define CONFIG_DEFAULT_SOCKET "/run/pipelined/pipelined.sock"
+#define CONFIG_DEFAULT_STATE_DIR "/var/lib/pipelined"
+
+/* Most pipelines one file may define: each costs threads and a listing
+ * entry, and a reload compares them pairwise. */
+#define CONFIG_PIPELINES_MAX 256u
+
+typedef struct StageConfig {
+	char *name;     /* owned */
+	char *action;   /* owned: the spec, validated by action_parse, in the
+	                 * canonical form action_format writes ("fail" is "fail:1") */
+	unsigned workers; /* default 1 */
+	size_t capacity;  /* default 64 */
+} StageConfig;
+
+typedef struct PipelineConfig {
+	char *name; /* owned */
+	StageConfig *stages; /* owned array */
+	unsigned n_stages;
+} PipelineConfig;
+
+typedef struct Config {
+	char *path;           /* owned: the file it was read from */
+	char *socket_path;    /* owned */
+	char *state_dir;      /* owned */
+	unsigned max_connections;
+	size_t max_output_buffer;
+	uint64_t retain_jobs;
+	uint64_t retain_bytes;
+	unsigned shutdown_timeout_sec;
+	PipelineConfig *pipelines; /* owned array, in file order */
+	unsigned n_pipelines;
+} Config;
+
+typedef struct ConfigError {
+	char file[256]; /* the file being read */
+	unsigned line;  /* 1-based; 0 when the error is not on one line (e.g. cannot open) */
+	char key[64];   /* the key or section at fault; "" if none */
+	char reason[256];
+} ConfigError;
+
+/* Reads and validates path. Returns 0 and a new Config in *ret; -errno
+ * (-ENOENT, -EACCES... when the file cannot be read, -EINVAL when its
+ * content is wrong, -ENOMEM) and fills *err. */
+int config_load(const char *path, Config **ret, ConfigError *err);
+
+/* Formats err as one line: "FILE:LINE: KEY: REASON" (parts left out when
+ * empty). */
+void config_error_format(const ConfigError *err, char *buf, size_t len);
+
+void config_free(Config *c); /* accepts NULL */
+
+const PipelineConfig *config_find_pipeline(const Config *c, const char *name);
+
+/* True if the two pipelines have the same stages with the same actions and
+ * capacities in the same order (worker counts may differ): a reload can
+ * then rescale the running pipeline instead of replacing it. */
+bool config_pipeline_same_shape(const PipelineConfig *a, const PipelineConfig *b);

@@ -1,0 +1,153 @@
+#include "jobtable.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define JOBTABLE_MIN_BUCKETS 1024u
+
+int jobtable_init(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)
+{
+	*t = (JobTable){ .retain_jobs = retain_jobs, .retain_bytes = retain_bytes };
+	t->buckets = calloc(JOBTABLE_MIN_BUCKETS, sizeof(*t->buckets));
+	if (!t->buckets)
+		return -ENOMEM;
+	t->mask = JOBTABLE_MIN_BUCKETS - 1;
+	return 0;
+}
+
+void jobtable_done(JobTable *t)
+{
+	for (Job *j = t->done_head, *next; j; j = next) {
+		next = j->done_next;
+		job_free(j);
+	}
+	free(t->buckets);
+	*t = (JobTable){ 0 };
+}
+
+static Job **slot(JobTable *t, uint64_t id)
+{
+	/* Ids are consecutive, so the low bits spread them evenly. */
+	return &t->buckets[id & t->mask];
+}
+
+/* Doubles the buckets when chains would average more than two jobs. On
+ * ENOMEM the table keeps working with longer chains. */
+static void grow(JobTable *t)
+{
+	size_t n = (t->mask + 1) * 2;
+	Job **b = calloc(n, sizeof(*b));
+	if (!b)
+		return;
+	for (size_t i = 0; i <= t->mask; i++)
+		for (Job *j = t->buckets[i], *next; j; j = next) {
+			next = j->hash_next;
+			j->hash_next = b[j->id & (n - 1)];
+			b[j->id & (n - 1)] = j;
+		}
+	free(t->buckets);
+	t->buckets = b;
+	t->mask = n - 1;
+}
+
+int jobtable_add(JobTable *t, Job *job)
+{
+	if (t->count >= 2 * (t->mask + 1))
+		grow(t);
+	Job **s = slot(t, job->id);
+	job->hash_next = *s;
+	*s = job;
+	job->list_prev = t->tail;
+	job->list_next = NULL;
+	if (t->tail)
+		t->tail->list_next = job;
+	else
+		t->head = job;
+	t->tail = job;
+	job->done_next = NULL;
+	t->count++;
+	return 0;
+}
+
+static void unlink_job(JobTable *t, Job *job)
+{
+	for (Job **s = slot(t, job->id); *s; s = &(*s)->hash_next)
+		if (*s == job) {
+			*s = job->hash_next;
+			break;
+		}
+	if (job->list_prev)
+		job->list_prev->list_next = job->list_next;
+	else
+		t->head = job->list_next;
+	if (job->list_next)
+		job->list_next->list_prev = job->list_prev;
+	else
+		t->tail = job->list_prev;
+	job->hash_next = job->list_prev = job->list_next = NULL;
+	t->count--;
+}
+
+void jobtable_remove(JobTable *t, Job *job)
+{
+	unlink_job(t, job);
+}
+
+static void apply_retention(JobTable *t)
+{
+	while (t->done_head && (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes)) {
+		Job *j = t->done_head;
+		t->done_head = j->done_next;
+		if (!t->done_head)
+			t->done_tail = NULL;
+		t->done_count--;
+		t->done_bytes -= j->payload_len;
+		unlink_job(t, j);
+		if (t->on_drop)
+			t->on_drop(t->userdata, j);
+		job_free(j);
+	}
+}
+
+void jobtable_finish(JobTable *t, Job *job)
+{
+	job->ended = true;
+	job->done_next = NULL;
+	if (t->done_tail)
+		t->done_tail->done_next = job;
+	else
+		t->done_head = job;
+	t->done_tail = job;
+	t->done_count++;
+	t->done_bytes += job->payload_len;
+	apply_retention(t);
+}
+
+void jobtable_set_retention(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)
+{
+	t->retain_jobs = retain_jobs;
+	t->retain_bytes = retain_bytes;
+	apply_retention(t);
+}
+
+Job *jobtable_get(JobTable *t, uint64_t id)
+{
+	for (Job *j = *slot(t, id); j; j = j->hash_next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+Job *jobtable_first_after(JobTable *t, uint64_t after_id)
+{
+	if (after_id == 0)
+		return t->head;
+	Job *j = jobtable_get(t, after_id);
+	if (j)
+		return j->list_next;
+	/* That job is gone (dropped by retention): walk from the oldest. */
+	for (j = t->head; j && j->id <= after_id; j = j->list_next)
+		;
+	return j;
+}

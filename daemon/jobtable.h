@@ -1,0 +1,64 @@
+/* jobtable.h — every job the daemon knows: in flight, and finished ones
+ * kept for queries until retention drops them.
+ *
+ * A hash from id to Job, a list of every tracked job in id order (ids are
+ * given out in increasing order and jobs are appended, so the list stays
+ * sorted) and a FIFO of finished jobs, oldest first. Retention keeps at
+ * most `retain_jobs` finished jobs and at most `retain_bytes` of their
+ * payloads; older ones are dropped and freed, so memory stays bounded
+ * however many jobs have run.
+ *
+ * Owns: finished jobs (freed when dropped or with the table). Borrows: jobs
+ * in flight (a pipeline owns them; the table only links them and reads
+ * their atomic state). The links live in the Job (hash_next, list_*,
+ * done_next), so tracking never allocates per job.
+ *
+ * Threads: the event loop thread only. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+
+typedef struct JobTable {
+	Job **buckets;
+	size_t mask; /* buckets - 1; a power of two minus one */
+	size_t count;
+	Job *head, *tail;           /* every tracked job, id order */
+	Job *done_head, *done_tail; /* finished jobs, the order they finished */
+	size_t done_count;
+	uint64_t done_bytes; /* payload bytes of finished jobs */
+	uint64_t retain_jobs, retain_bytes;
+	/* Called for each finished job retention drops, just before it is
+	 * freed (the daemon uses it to release the job's pipeline record). */
+	void (*on_drop)(void *userdata, Job *job);
+	void *userdata;
+} JobTable;
+
+int jobtable_init(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes);
+/* Frees finished jobs (without on_drop) and the buckets. Jobs still in
+ * flight are only unlinked: they belong to their pipeline. */
+void jobtable_done(JobTable *t);
+
+/* Tracks a job just submitted. Its id must be larger than any tracked.
+ * Returns 0 or -ENOMEM (then nothing changed). */
+int jobtable_add(JobTable *t, Job *job);
+
+/* Forgets a job in flight that was never accepted (a failed submit). */
+void jobtable_remove(JobTable *t, Job *job);
+
+/* A tracked job came back from its pipeline: takes it (stolen) and keeps
+ * it as finished, then applies retention (which may drop it at once). */
+void jobtable_finish(JobTable *t, Job *job);
+
+/* Changes the retention limits and applies them. */
+void jobtable_set_retention(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes);
+
+Job *jobtable_get(JobTable *t, uint64_t id); /* borrowed; NULL if unknown */
+
+/* The first tracked job with an id greater than after_id, or NULL. */
+Job *jobtable_first_after(JobTable *t, uint64_t after_id);
+
+

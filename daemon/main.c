@@ -1,0 +1,217 @@
+/* main.c — pipelined: command line, configuration, the event loop's life.
+ *
+ *   pipelined [--config FILE] [--socket PATH]
+ *   pipelined --check-config [FILE]
+ *
+ * Exit status: 0 after a clean shutdown; 1 when the shutdown deadline passed
+ * with jobs still running, or the daemon could not start; 2 for a usage
+ * error; 78 (EX_CONFIG) for a bad configuration. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#define EXIT_USAGE 2
+#define EXIT_CONFIG 78 /* sysexits.h EX_CONFIG */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: pipelined [--config FILE] [--socket PATH]\n"
+	           "       pipelined --check-config [FILE]\n"
+	           "\n"
+	           "Runs jobs through the pipelines defined in FILE (default %s).\n"
+	           "\n"
+	           "  -c, --config FILE     configuration file\n"
+	           "  -s, --socket PATH     control socket (overrides Socket= in the file)\n"
+	           "      --check-config    validate the configuration and exit (0 ok, 78 bad)\n"
+	           "  -h, --help            this text\n"
+	           "      --version         print the version\n"
+	           "\n"
+	           "Signals: SIGTERM/SIGINT shut down (every accepted job finishes; a second one\n"
+	           "discards queued jobs), SIGHUP reloads the configuration.\n"
+	           "Exit status: 0 clean shutdown, 1 deadline passed or start failed, 2 usage,\n"
+	           "78 bad configuration.\n",
+	        CONFIG_DEFAULT_PATH);
+}
+
+static int load_config(const char *path, Config **ret)
+{
+	ConfigError err = { 0 };
+	char line[600];
+	int r = config_load(path, ret, &err);
+	if (r < 0) {
+		config_error_format(&err, line, sizeof(line));
+		fprintf(stderr, "pipelined: bad configuration: %s\n", line);
+	}
+	return r;
+}
+
+static int check_config(const char *path)
+{
+	Config *c;
+	if (load_config(path, &c) < 0)
+		return EXIT_CONFIG;
+	printf("%s: ok, %u pipeline%s:", path, c->n_pipelines, c->n_pipelines == 1 ? "" : "s");
+	for (unsigned i = 0; i < c->n_pipelines; i++)
+		printf("%s %s (%u stage%s)", i ? "," : "", c->pipelines[i].name,
+		       c->pipelines[i].n_stages, c->pipelines[i].n_stages == 1 ? "" : "s");
+	printf("\n");
+	config_free(c);
+	return EXIT_SUCCESS;
+}
+
+/* Creates the state directory if it is missing (mode 0750). */
+static int ensure_state_dir(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (errno != ENOENT)
+		return -errno;
+	return mkdir(path, 0750) == 0 ? 0 : -errno;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_CHECK = 256, OPT_VERSION };
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "check-config", no_argument, NULL, OPT_CHECK },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ 0 },
+	};
+	const char *config_path = CONFIG_DEFAULT_PATH, *socket_path = NULL;
+	bool check = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "c:s:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 's':
+			socket_path = optarg;
+			break;
+		case OPT_CHECK:
+			check = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_SUCCESS;
+		case OPT_VERSION:
+			printf("pipelined 0.1.0\n");
+			return EXIT_SUCCESS;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (check && optind < argc)
+		config_path = argv[optind++];
+	if (optind < argc) {
+		fprintf(stderr, "pipelined: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (check)
+		return check_config(config_path);
+
+	Config *config;
+	if (load_config(config_path, &config) < 0)
+		return EXIT_CONFIG;
+	if (socket_path) {
+		if (strlen(socket_path) > 107) {
+			fprintf(stderr, "pipelined: --socket: path longer than 107 bytes\n");
+			config_free(config);
+			return EXIT_USAGE;
+		}
+		free(config->socket_path);
+		config->socket_path = strdup(socket_path);
+		if (!config->socket_path) {
+			config_free(config);
+			return EXIT_FAILURE;
+		}
+	}
+	int r = ensure_state_dir(config->state_dir);
+	if (r < 0) {
+		fprintf(stderr, "pipelined: state directory %s: %s\n", config->state_dir,
+		        strerror(-r));
+		config_free(config);
+		return EXIT_FAILURE;
+	}
+
+	/* A client hanging up mid-reply must not kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stderr, NULL, _IOLBF, 0);
+
+	uv_loop_t loop;
+	r = uv_loop_init(&loop);
+	if (r < 0) {
+		log_error("cannot create the event loop: %s", uv_strerror(r));
+		config_free(config);
+		return EXIT_FAILURE;
+	}
+	Server *server = NULL;
+	char socket_copy[108];
+	snprintf(socket_copy, sizeof(socket_copy), "%s", config->socket_path);
+	int status = EXIT_SUCCESS;
+	r = server_new(&loop, config, config_path, &server);
+	if (r < 0) {
+		status = EXIT_FAILURE;
+	} else {
+		/* Socket activation: systemd passes the listening socket as fd 3. */
+		int fd = sd_listen_fds(1) == 1 ? SD_LISTEN_FDS_START : -1;
+		r = server_listen(server, fd);
+		if (r < 0) {
+			if (r == -EADDRINUSE)
+				log_error("cannot listen on %s: another pipelined is running there",
+				          socket_copy);
+			else
+				log_error("cannot listen on %s: %s", socket_copy, strerror(-r));
+			status = EXIT_FAILURE;
+			server_shutdown(server, true, 0);
+		} else {
+			log_info("listening on %s", socket_copy);
+			sd_notify(0, "READY=1\nSTATUS=running");
+		}
+	}
+	if (server) {
+		uv_run(&loop, UV_RUN_DEFAULT);
+		sd_notify(0, "STOPPING=1");
+		if (status == EXIT_SUCCESS)
+			status = server_exit_status(server);
+		if (server_abandoned(server)) {
+			/* Workers are still running jobs: no freeing under them. */
+			fflush(stderr);
+			_exit(status);
+		}
+	}
+	/* Close whatever is left and let the callbacks run, then the loop must
+	 * be empty: a handle still open here is a bug. */
+	uv_walk(&loop, close_walk, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	server_free(server);
+	if (uv_loop_close(&loop) != 0) {
+		log_error("event loop still had open handles at exit");
+		status = EXIT_FAILURE;
+	}
+	return status;
+}

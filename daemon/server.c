@@ -1,0 +1,1910 @@
+#include "server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "jobtable.h"
+#include "log.h"
+#include "mailbox.h"
+#include "pipeline.h"
+#include "proto/errors.h"
+#include "proto/frame.h"
+#include "proto/limits.h"
+#include "proto/message.h"
+#include "util.h"
+
+#define PIPELINED_VERSION "0.1.0"
+
+/* A connection whose call is held keeps reading only while this much input
+ * is buffered (enough to notice a hang-up; a well-behaved client sends
+ * nothing more until it has its answer). */
+#define HOLD_INPUT_MAX (64u * 1024u)
+
+/* A ListJobs page stops growing at this many bytes of JSON, whatever the
+ * limit asked, so a page of long error messages still fits in a message. */
+#define LIST_PAGE_BUDGET (PROTO_MESSAGE_MAX / 2)
+
+/* ---- intrusive circular lists ------------------------------------------ */
+
+typedef struct Link {
+	struct Link *prev, *next;
+} Link;
+
+static void list_init(Link *l)
+{
+	l->prev = l->next = l;
+}
+
+static bool list_empty(const Link *l)
+{
+	return l->next == l;
+}
+
+static void list_remove(Link *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	list_init(n); /* removing twice is harmless */
+}
+
+static void list_push_back(Link *head, Link *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+
+static void list_push_front(Link *head, Link *n)
+{
+	n->next = head->next;
+	n->prev = head;
+	head->next->prev = n;
+	head->next = n;
+}
+
+static size_t list_length(const Link *head)
+{
+	size_t n = 0;
+	for (const Link *l = head->next; l != head; l = l->next)
+		n++;
+	return n;
+}
+
+/* ---- types ---------------------------------------------------------------- */
+
+typedef enum Hold {
+	HOLD_NONE,
+	HOLD_SUBMIT, /* waiting for room in the first queue; reading stopped */
+	HOLD_WAIT,   /* WaitJob */
+	HOLD_DRAIN,
+	HOLD_CLOSE,
+	HOLD_WATCH, /* a stream: holds until the peer hangs up */
+} Hold;
+
+/* A pipeline as the loop sees it. A pipeline replaced or removed by a
+ * reload is "retired": it finishes its jobs, then is freed once no tracked
+ * job refers to it. */
+typedef struct Line {
+	Server *server;
+	Link link; /* server->lines */
+	Pipeline *pipeline;
+	PipelineConfig cfg; /* own deep copy: name, stage names, actions */
+	uv_async_t room_async;   /* on_room → loop */
+	uv_async_t closed_async; /* on_closed → loop */
+	unsigned handles_open;
+	Link room_waiters;  /* Conns held in Submit, first come first served */
+	Link drain_waiters; /* Conns in Drain */
+	Link close_waiters; /* Conns in Close */
+	uint64_t in_flight; /* accepted, not yet back through the mailbox */
+	uint64_t refs;      /* tracked jobs whose tracker is this line */
+	uint64_t ended;     /* jobs back through the mailbox, for the retry hint */
+	uint64_t started_usec;
+	bool closing, closed, retired, freeing;
+} Line;
+
+typedef struct Conn {
+	uv_pipe_t pipe; /* first: the handle's address is the Conn's */
+	Server *server;
+	Link link;      /* server->conns */
+	Link wait_link; /* in at most one waiting list, per hold */
+	uint64_t number; /* for log lines */
+	FrameReader in;
+	char *out; /* replies not yet handed to libuv */
+	size_t out_len, out_cap;
+	char *wbuf; /* the write in flight */
+	size_t wbuf_len, wbuf_cap;
+	uv_write_t wreq;
+	bool writing, reading, eof, closing, close_after_flush;
+
+	Hold hold;
+	ProtoCall call; /* the held call (owned while held) */
+	/* HOLD_SUBMIT */
+	Line *line;
+	Job **jobs; /* owned: jobs not yet accepted, [next .. count) */
+	size_t next, count;
+	json_t *ids; /* owned: ids accepted so far */
+	bool batch;
+	/* HOLD_WAIT */
+	uint64_t wait_id;
+	/* HOLD_WATCH: only this pipeline's events ("" = every pipeline) */
+	char watch[STAGE_NAME_MAX + 1];
+} Conn;
+
+struct Server {
+	uv_loop_t *loop;
+	Config *config;
+	char *config_path;
+	uv_pipe_t listener;
+	bool listening, socket_bound; /* bound by us: unlinked at the end */
+	Mailbox mailbox;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t deadline;
+	bool deadline_armed;
+	Link lines, conns, job_waiters, watchers;
+	unsigned n_conns;
+	uint64_t conn_numbers;
+	JobTable jobs;
+	uint64_t next_id;
+	bool shutting_down, shutdown_now, stopped, abandoned;
+	int exit_status;
+	char readbuf[64 * 1024];
+};
+
+static void conn_process(Conn *c);
+static void conn_close(Conn *c);
+static void conn_update_reading(Conn *c);
+static void check_shutdown_done(Server *s);
+static void line_maybe_free(Line *line);
+
+/* ---- log ------------------------------------------------------------------ */
+
+void log_line(const char *level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (level)
+		fprintf(stderr, "pipelined: %s: %s\n", level, buf);
+	else
+		fprintf(stderr, "pipelined: %s\n", buf);
+}
+
+/* ---- output ----------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status);
+
+static void conn_flush(Conn *c)
+{
+	if (c->writing || c->out_len == 0 || c->closing)
+		return;
+	/* Swap buffers: what was collected goes out in one write, and new
+	 * replies collect in the other buffer meanwhile. */
+	char *b = c->wbuf;
+	size_t cap = c->wbuf_cap;
+	c->wbuf = c->out;
+	c->wbuf_cap = c->out_cap;
+	c->wbuf_len = c->out_len;
+	c->out = b;
+	c->out_cap = cap;
+	c->out_len = 0;
+	uv_buf_t buf = uv_buf_init(c->wbuf, (unsigned)c->wbuf_len);
+	c->wreq.data = c;
+	int r = uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
+	if (r < 0) {
+		conn_close(c);
+		return;
+	}
+	c->writing = true;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	Conn *c = req->data;
+	c->writing = false;
+	c->wbuf_len = 0;
+	if (c->closing)
+		return;
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	if (c->wbuf_cap > FRAME_BUFFER_KEEP) { /* one big reply: give it back */
+		free(c->wbuf);
+		c->wbuf = NULL;
+		c->wbuf_cap = 0;
+	}
+	conn_flush(c);
+	if (c->close_after_flush && !c->writing)
+		conn_close(c);
+}
+
+/* Appends one encoded message. A peer that lets more than MaxOutputBuffer
+ * of replies pile up unread is cut off: it is not buffered for forever. */
+static void conn_send(Conn *c, const char *msg, size_t len)
+{
+	if (c->closing)
+		return;
+	size_t limit = c->server->config->max_output_buffer;
+	if (c->out_len + c->wbuf_len + len > limit) {
+		log_warning("connection %" PRIu64 ": over %zu bytes of replies unread; closing it",
+		            c->number, limit);
+		conn_close(c);
+		return;
+	}
+	if (c->out_len + len > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		char *b = realloc(c->out, cap);
+		if (!b) {
+			log_error("connection %" PRIu64 ": out of memory; closing it", c->number);
+			conn_close(c);
+			return;
+		}
+		c->out = b;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, msg, len);
+	c->out_len += len;
+	conn_flush(c);
+}
+
+/* Sends a reply (params stolen, may be NULL) unless the call was oneway. */
+static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues)
+{
+	char *buf;
+	size_t len;
+	if (call && call->oneway) {
+		json_decref(params);
+		return;
+	}
+	int r = proto_build_reply(params, continues, &buf, &len);
+	json_decref(params);
+	if (r < 0) {
+		log_error("connection %" PRIu64 ": cannot build a reply: %s", c->number,
+		          strerror(-r));
+		conn_close(c);
+		return;
+	}
+	conn_send(c, buf, len);
+	free(buf);
+}
+
+static void reply_error(Conn *c, const ProtoCall *call, const char *error, json_t *params)
+{
+	char *buf;
+	size_t len;
+	if (call && call->oneway) {
+		json_decref(params);
+		return;
+	}
+	int r = proto_build_error(error, params, &buf, &len);
+	json_decref(params);
+	if (r < 0) {
+		conn_close(c);
+		return;
+	}
+	conn_send(c, buf, len);
+	free(buf);
+}
+
+static void reply_invalid_parameter(Conn *c, const ProtoCall *call, const char *name)
+{
+	reply_error(c, call, PROTO_ERR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", name));
+}
+
+static void reply_limit(Conn *c, const ProtoCall *call, const char *name, uint64_t max)
+{
+	reply_error(c, call, PROTO_ERR_LIMIT_EXCEEDED,
+	            json_pack("{s:s,s:I}", "parameter", name, (json_int_t)max));
+}
+
+/* ---- lines ------------------------------------------------------------------ */
+
+static Line *find_line(Server *s, const char *name)
+{
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		if (!line->retired && strcmp(line->cfg.name, name) == 0)
+			return line;
+	}
+	return NULL;
+}
+
+static json_t *known_pipelines(Server *s)
+{
+	json_t *a = json_array();
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		if (!line->retired)
+			json_array_append_new(a, json_string(line->cfg.name));
+	}
+	return a;
+}
+
+/* The line named by the call's "pipeline" parameter, or NULL after replying
+ * with the error. */
+static Line *line_param(Conn *c, const ProtoCall *call, bool required)
+{
+	const char *name = NULL;
+	if (proto_param_string(call->parameters, "pipeline", required, &name) < 0) {
+		reply_invalid_parameter(c, call, "pipeline");
+		return NULL;
+	}
+	Line *line = find_line(c->server, name);
+	if (!line)
+		reply_error(c, call, PROTO_ERR_NO_SUCH_PIPELINE,
+		            json_pack("{s:s,s:o}", "pipeline", name, "known",
+		                      known_pipelines(c->server)));
+	return line;
+}
+
+static int stage_param(Conn *c, const ProtoCall *call, Line *line, unsigned *ret)
+{
+	const char *name = NULL;
+	if (proto_param_string(call->parameters, "stage", true, &name) < 0) {
+		reply_invalid_parameter(c, call, "stage");
+		return -EINVAL;
+	}
+	json_t *known = json_array();
+	for (unsigned i = 0; i < line->cfg.n_stages; i++) {
+		if (strcmp(line->cfg.stages[i].name, name) == 0) {
+			json_decref(known);
+			*ret = i;
+			return 0;
+		}
+		json_array_append_new(known, json_string(line->cfg.stages[i].name));
+	}
+	reply_error(c, call, PROTO_ERR_NO_SUCH_STAGE,
+	            json_pack("{s:s,s:s,s:o}", "pipeline", line->cfg.name, "stage", name, "known",
+	                      known));
+	return -ENOENT;
+}
+
+/* ---- job JSON --------------------------------------------------------------- */
+
+static const char *job_stage_name(const Job *job)
+{
+	const Line *line = job->tracker;
+	unsigned i = atomic_load_explicit(&((Job *)job)->stage, memory_order_relaxed);
+	return i < line->cfg.n_stages ? line->cfg.stages[i].name : "";
+}
+
+/* A Job as the interface describes it. Of a job still in flight only the
+ * fields the loop may read are shown (see job.h); payload only if asked and
+ * the job has ended. New reference. */
+static json_t *job_to_json(Job *job, bool with_payload)
+{
+	const Line *line = job->tracker;
+	JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
+	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:I}", "id", (json_int_t)job->id, "pipeline",
+	                      line->cfg.name, "state", job_state_to_string(st), "stage",
+	                      job_stage_name(job), "submitted_usec",
+	                      (json_int_t)job->submitted_usec);
+	if (!o)
+		return NULL;
+	if (!job->ended) {
+		json_object_set_new(o, "runs", json_integer(0));
+		return o;
+	}
+	json_object_set_new(o, "runs", json_integer(job->runs));
+	if (job->started_usec)
+		json_object_set_new(o, "started_usec", json_integer((json_int_t)job->started_usec));
+	json_object_set_new(o, "finished_usec", json_integer((json_int_t)job->finished_usec));
+	if (job->error)
+		json_object_set_new(o, "error", json_string(job->error));
+	if (with_payload) {
+		json_t *p = json_loadb(job->payload, job->payload_len, 0, NULL);
+		if (p && json_is_object(p))
+			json_object_set_new(o, "payload", p);
+		else
+			json_decref(p);
+	}
+	return o;
+}
+
+/* ---- watchers --------------------------------------------------------------- */
+
+/* One event to every watcher of line's pipeline; encoded once. job may be
+ * NULL, stage may be NULL. */
+static void watchers_event(Server *s, const char *event, Line *line, const char *stage, Job *job)
+{
+	if (list_empty(&s->watchers))
+		return;
+	json_t *params = json_pack("{s:s,s:s}", "event", event, "pipeline", line->cfg.name);
+	if (stage)
+		json_object_set_new(params, "stage", json_string(stage));
+	if (job)
+		json_object_set_new(params, "job", job_to_json(job, false));
+	char *buf;
+	size_t len;
+	int r = proto_build_reply(params, true, &buf, &len);
+	json_decref(params);
+	if (r < 0)
+		return;
+	for (Link *l = s->watchers.next, *next; l != &s->watchers; l = next) {
+		next = l->next; /* conn_send may close (and unlink) this watcher */
+		Conn *c = container_of(l, Conn, wait_link);
+		if (c->watch[0] == '\0' || strcmp(c->watch, line->cfg.name) == 0)
+			conn_send(c, buf, len);
+	}
+	free(buf);
+}
+
+/* ---- holds ------------------------------------------------------------------ */
+
+static void hold_release(Conn *c)
+{
+	list_remove(&c->wait_link);
+	for (size_t i = c->next; i < c->count; i++)
+		job_free(c->jobs[i]);
+	free(c->jobs);
+	c->jobs = NULL;
+	c->next = c->count = 0;
+	json_decref(c->ids);
+	c->ids = NULL;
+	c->line = NULL;
+	proto_call_done(&c->call);
+	c->hold = HOLD_NONE;
+}
+
+/* Finishes a held call and goes on with what the peer sent after it. */
+static void hold_done(Conn *c)
+{
+	hold_release(c);
+	conn_process(c);
+}
+
+static void hold_take_call(Conn *c, Hold hold, ProtoCall *call)
+{
+	c->hold = hold;
+	c->call = *call;
+	*call = (ProtoCall){ 0 }; /* moved */
+	conn_update_reading(c);
+}
+
+/* ---- submit ----------------------------------------------------------------- */
+
+/* A guess at when the first queue will have room again, from the rate the
+ * pipeline has been ending jobs: the time to drain to the low-water mark. */
+static uint64_t retry_after_ms(Line *line, size_t wanted)
+{
+	Queue *q = stage_queue(pipeline_stage(line->pipeline, 0));
+	size_t cap = queue_capacity(q), len = queue_length(q);
+	size_t need = len + wanted > cap ? len + wanted - cap : 1;
+	uint64_t elapsed = mono_usec() - line->started_usec;
+	if (line->ended == 0 || elapsed == 0)
+		return 1000;
+	double per_ms = (double)line->ended / ((double)elapsed / 1000.0);
+	double ms = (double)need / per_ms;
+	if (ms < 1)
+		return 1;
+	return ms > 60000 ? 60000 : (uint64_t)ms + 1;
+}
+
+/* Offers the held jobs to the pipeline, in order, until one does not fit
+ * (then waits in the line's queue of held connections; at the front if it
+ * was already first) or all are accepted (then replies). */
+static void submit_continue(Conn *c, bool front)
+{
+	Server *s = c->server;
+	Line *line = c->line;
+
+	while (c->next < c->count) {
+		Job *job = c->jobs[c->next];
+		job->id = s->next_id;
+		job->tracker = line;
+		jobtable_add(&s->jobs, job);
+		int r = pipeline_try_submit(line->pipeline, job);
+		if (r == -EAGAIN) {
+			jobtable_remove(&s->jobs, job);
+			if (front)
+				list_push_front(&line->room_waiters, &c->wait_link);
+			else
+				list_push_back(&line->room_waiters, &c->wait_link);
+			conn_update_reading(c);
+			return;
+		}
+		if (r < 0) {
+			jobtable_remove(&s->jobs, job);
+			if (s->shutting_down)
+				reply_error(c, &c->call, PROTO_ERR_SHUTTING_DOWN, NULL);
+			else
+				reply_error(c, &c->call, PROTO_ERR_PIPELINE_CLOSED,
+				            json_pack("{s:s}", "pipeline", line->cfg.name));
+			hold_done(c);
+			return;
+		}
+		c->next++;
+		s->next_id++;
+		line->in_flight++;
+		line->refs++;
+		json_array_append_new(c->ids, json_integer((json_int_t)job->id));
+		watchers_event(s, "accepted", line, NULL, job);
+	}
+	if (c->batch)
+		reply(c, &c->call, json_pack("{s:O}", "ids", c->ids), false);
+	else
+		reply(c, &c->call, json_pack("{s:O}", "id", json_array_get(c->ids, 0)), false);
+	hold_done(c);
+}
+
+static int payload_to_job(json_t *payload, Job **ret)
+{
+	char *text = json_dumps(payload, JSON_COMPACT);
+	if (!text)
+		return -ENOMEM;
+	size_t len = strlen(text);
+	if (len > PROTO_PAYLOAD_MAX) {
+		free(text);
+		return -E2BIG;
+	}
+	/* Id 1 for now: the real one is given when the job is accepted, so
+	 * that ids follow the order of acceptance. */
+	int r = job_new(1, text, len, ret);
+	free(text);
+	return r;
+}
+
+static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
+{
+	static const char *const known1[] = { "pipeline", "payload", "nowait", NULL };
+	static const char *const known2[] = { "pipeline", "payloads", "nowait", NULL };
+	Server *s = c->server;
+	const char *unknown = proto_param_unknown(call->parameters, batch ? known2 : known1);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	json_t *payloads = NULL, *one = NULL;
+	bool nowait = false;
+	if (batch) {
+		if (proto_param_array(call->parameters, "payloads", true, &payloads) < 0) {
+			reply_invalid_parameter(c, call, "payloads");
+			return;
+		}
+		if (json_array_size(payloads) > PROTO_BATCH_MAX) {
+			reply_limit(c, call, "payloads", PROTO_BATCH_MAX);
+			return;
+		}
+	} else if (proto_param_object(call->parameters, "payload", true, &one) < 0) {
+		reply_invalid_parameter(c, call, "payload");
+		return;
+	}
+	if (proto_param_bool(call->parameters, "nowait", false, &nowait) < 0) {
+		reply_invalid_parameter(c, call, "nowait");
+		return;
+	}
+	Line *line = line_param(c, call, true);
+	if (!line)
+		return;
+	if (s->shutting_down) {
+		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
+		return;
+	}
+	if (line->closing) {
+		reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
+		            json_pack("{s:s}", "pipeline", line->cfg.name));
+		return;
+	}
+
+	size_t n = batch ? json_array_size(payloads) : 1;
+	Job **jobs = calloc(n ? n : 1, sizeof(*jobs));
+	if (!jobs) {
+		reply_error(c, call, PROTO_ERR_INTERNAL, json_pack("{s:s}", "reason", "out of memory"));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *p = batch ? json_array_get(payloads, i) : one;
+		char name[32] = "payload";
+		if (batch)
+			snprintf(name, sizeof(name), "payloads[%zu]", i);
+		int r = json_is_object(p) ? payload_to_job(p, &jobs[i]) : -EINVAL;
+		if (r < 0) {
+			for (size_t k = 0; k < i; k++)
+				job_free(jobs[k]);
+			free(jobs);
+			if (r == -E2BIG)
+				reply_limit(c, call, name, PROTO_PAYLOAD_MAX);
+			else if (r == -EINVAL)
+				reply_invalid_parameter(c, call, name);
+			else
+				reply_error(c, call, PROTO_ERR_INTERNAL,
+				            json_pack("{s:s}", "reason", strerror(-r)));
+			return;
+		}
+	}
+
+	/* nowait: all or none. Only this thread puts into the first queue, so
+	 * the room seen now can only grow before the puts below. */
+	if (nowait) {
+		Queue *q = stage_queue(pipeline_stage(line->pipeline, 0));
+		size_t room = queue_capacity(q) - queue_length(q);
+		if (!list_empty(&line->room_waiters) || room < n) {
+			for (size_t k = 0; k < n; k++)
+				job_free(jobs[k]);
+			free(jobs);
+			reply_error(c, call, PROTO_ERR_BUSY,
+			            json_pack("{s:s,s:I}", "pipeline", line->cfg.name,
+			                      "retry_after_ms", (json_int_t)retry_after_ms(line, n)));
+			return;
+		}
+	}
+
+	c->line = line;
+	c->jobs = jobs;
+	c->next = 0;
+	c->count = n;
+	c->batch = batch;
+	c->ids = json_array();
+	hold_take_call(c, HOLD_SUBMIT, call);
+	if (!list_empty(&line->room_waiters)) {
+		/* Others were held first: wait behind them. */
+		list_push_back(&line->room_waiters, &c->wait_link);
+		conn_update_reading(c);
+		return;
+	}
+	submit_continue(c, false);
+}
+
+static void method_submit(Conn *c, ProtoCall *call)
+{
+	method_submit_common(c, call, false);
+}
+
+static void method_submit_batch(Conn *c, ProtoCall *call)
+{
+	method_submit_common(c, call, true);
+}
+
+/* The first queue of line has room again (or was closed): resume held
+ * submitters in the order they were held, until one fills it again. */
+static void on_room_async(uv_async_t *h)
+{
+	Line *line = h->data;
+	while (!list_empty(&line->room_waiters)) {
+		Conn *c = container_of(line->room_waiters.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		submit_continue(c, true);
+		if (c->hold == HOLD_SUBMIT && c->line == line)
+			break; /* full again; it is first in line */
+	}
+}
+
+/* ---- job queries ------------------------------------------------------------ */
+
+static Job *job_param(Conn *c, const ProtoCall *call)
+{
+	static const char *const known[] = { "id", NULL };
+	int64_t id = 0;
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return NULL;
+	}
+	if (proto_param_int(call->parameters, "id", true, 1, INT64_MAX, &id) < 0) {
+		reply_invalid_parameter(c, call, "id");
+		return NULL;
+	}
+	Job *job = jobtable_get(&c->server->jobs, (uint64_t)id);
+	if (!job)
+		reply_error(c, call, PROTO_ERR_NO_SUCH_JOB, json_pack("{s:I}", "id", (json_int_t)id));
+	return job;
+}
+
+static void method_get_job(Conn *c, ProtoCall *call)
+{
+	Job *job = job_param(c, call);
+	if (job)
+		reply(c, call, json_pack("{s:o}", "job", job_to_json(job, true)), false);
+}
+
+static void method_wait_job(Conn *c, ProtoCall *call)
+{
+	Job *job = job_param(c, call);
+	if (!job)
+		return;
+	if (job->ended) {
+		reply(c, call, json_pack("{s:o}", "job", job_to_json(job, true)), false);
+		return;
+	}
+	c->wait_id = job->id;
+	hold_take_call(c, HOLD_WAIT, call);
+	list_push_back(&c->server->job_waiters, &c->wait_link);
+}
+
+static void method_cancel_job(Conn *c, ProtoCall *call)
+{
+	Job *job = job_param(c, call);
+	if (!job)
+		return;
+	int r = job->ended ? -EALREADY : job_cancel(job);
+	if (r < 0) {
+		JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
+		reply_error(c, call, PROTO_ERR_JOB_NOT_CANCELLABLE,
+		            json_pack("{s:I,s:s}", "id", (json_int_t)job->id, "state",
+		                      job_state_to_string(st)));
+		return;
+	}
+	reply(c, call, json_pack("{s:o}", "job", job_to_json(job, false)), false);
+}
+
+static void method_list_jobs(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", "state", "after_id", "limit", NULL };
+	Server *s = c->server;
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	const char *state_name = NULL;
+	int64_t after = 0, limit = PROTO_LIST_DEFAULT;
+	JobState state = 0;
+	Line *line = NULL;
+
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	if (json_object_get(call->parameters, "pipeline") && !(line = line_param(c, call, false)))
+		return;
+	if (proto_param_string(call->parameters, "state", false, &state_name) < 0 ||
+	    (state_name && job_state_from_string(state_name, &state) < 0)) {
+		reply_invalid_parameter(c, call, "state");
+		return;
+	}
+	if (proto_param_int(call->parameters, "after_id", false, 0, INT64_MAX, &after) < 0) {
+		reply_invalid_parameter(c, call, "after_id");
+		return;
+	}
+	if (proto_param_int(call->parameters, "limit", false, 1, INT64_MAX, &limit) < 0) {
+		reply_invalid_parameter(c, call, "limit");
+		return;
+	}
+	if (limit > PROTO_LIST_MAX) {
+		reply_limit(c, call, "limit", PROTO_LIST_MAX);
+		return;
+	}
+
+	json_t *jobs = json_array();
+	size_t bytes = 0;
+	uint64_t last = 0;
+	bool more = false;
+	for (Job *j = jobtable_first_after(&s->jobs, (uint64_t)after); j; j = j->list_next) {
+		if (line && strcmp(((Line *)j->tracker)->cfg.name, line->cfg.name) != 0)
+			continue;
+		if (state_name && atomic_load_explicit(&j->state, memory_order_relaxed) != state)
+			continue;
+		if ((int64_t)json_array_size(jobs) >= limit || bytes >= LIST_PAGE_BUDGET) {
+			more = true;
+			break;
+		}
+		json_t *o = job_to_json(j, false);
+		bytes += 160 + (j->ended && j->error ? strlen(j->error) : 0);
+		json_array_append_new(jobs, o);
+		last = j->id;
+	}
+	json_t *params = json_pack("{s:o}", "jobs", jobs);
+	if (more)
+		json_object_set_new(params, "next_after_id", json_integer((json_int_t)last));
+	reply(c, call, params, false);
+}
+
+/* ---- a job came back -------------------------------------------------------- */
+
+static void reply_drained(Line *line)
+{
+	while (!list_empty(&line->drain_waiters)) {
+		Conn *c = container_of(line->drain_waiters.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		reply(c, &c->call, NULL, false);
+		hold_done(c);
+	}
+}
+
+/* Mailbox: a job left its pipeline (done, failed or cancelled). */
+static void on_job_ended(Mailbox *m, MailNode *node, void *userdata)
+{
+	Server *s = userdata;
+	Job *job = container_of(node, Job, node);
+	Line *line = job->tracker;
+
+	if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_CANCELLED && !job->error)
+		job->error = strdup(s->shutdown_now ? "discarded by a shutdown (mode now)"
+		                                    : "cancelled by request");
+	job->ended = true;
+	line->in_flight--;
+	line->ended++;
+
+	/* Answer WaitJob callers first: retention may drop the job at once. */
+	if (!list_empty(&s->job_waiters)) {
+		Link ready;
+		list_init(&ready);
+		for (Link *l = s->job_waiters.next, *next; l != &s->job_waiters; l = next) {
+			next = l->next;
+			if (container_of(l, Conn, wait_link)->wait_id == job->id) {
+				list_remove(l);
+				list_push_back(&ready, l);
+			}
+		}
+		json_t *o = list_empty(&ready) ? NULL : job_to_json(job, true);
+		while (!list_empty(&ready)) {
+			Conn *c = container_of(ready.next, Conn, wait_link);
+			list_remove(&c->wait_link);
+			reply(c, &c->call, json_pack("{s:O}", "job", o), false);
+			hold_done(c);
+		}
+		json_decref(o);
+	}
+	watchers_event(s, "ended", line, NULL, job);
+	jobtable_finish(&s->jobs, job); /* may free job */
+	if (line->in_flight == 0 && !list_empty(&line->drain_waiters)) {
+		watchers_event(s, "drained", line, NULL, NULL);
+		reply_drained(line);
+	}
+}
+
+/* JobTable.on_drop: a finished job is forgotten. */
+static void on_job_dropped(void *userdata, Job *job)
+{
+	Line *line = job->tracker;
+	line->refs--;
+	line_maybe_free(line);
+}
+
+/* ---- pipeline control ------------------------------------------------------- */
+
+static void method_drain(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	Line *line = line_param(c, call, true);
+	if (!line)
+		return;
+	if (line->in_flight == 0) {
+		reply(c, call, NULL, false);
+		return;
+	}
+	hold_take_call(c, HOLD_DRAIN, call);
+	list_push_back(&line->drain_waiters, &c->wait_link);
+}
+
+static void line_close(Line *line)
+{
+	if (line->closing)
+		return;
+	line->closing = true;
+	pipeline_close(line->pipeline);
+}
+
+static void method_close(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	Line *line = line_param(c, call, true);
+	if (!line)
+		return;
+	if (line->closed) {
+		reply(c, call, NULL, false);
+		return;
+	}
+	hold_take_call(c, HOLD_CLOSE, call);
+	list_push_back(&line->close_waiters, &c->wait_link);
+	line_close(line);
+}
+
+/* Every worker of the line has exited after close. */
+static void on_closed_async(uv_async_t *h)
+{
+	Line *line = h->data;
+	Server *s = line->server;
+	if (line->closed)
+		return;
+	/* The last jobs were posted before on_closed ran: take them first, so
+	 * that a Close reply comes after every job's end. */
+	mailbox_flush(&s->mailbox);
+	/* Every worker has returned or is returning; the join waits for at
+	 * most the last one's final instructions. */
+	pipeline_join(line->pipeline);
+	line->closed = true;
+	watchers_event(s, "closed", line, NULL, NULL);
+	while (!list_empty(&line->close_waiters)) {
+		Conn *c = container_of(line->close_waiters.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		reply(c, &c->call, NULL, false);
+		hold_done(c);
+	}
+	/* Held submitters were answered by the close's room callback. */
+	line_maybe_free(line);
+	check_shutdown_done(s);
+}
+
+static void method_pause_resume(Conn *c, ProtoCall *call, bool pause)
+{
+	static const char *const known[] = { "pipeline", "stage", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	unsigned stage;
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	Line *line = line_param(c, call, true);
+	if (!line || stage_param(c, call, line, &stage) < 0)
+		return;
+	if (line->closing || pipeline_pause_stage(line->pipeline, stage, pause) < 0) {
+		reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
+		            json_pack("{s:s}", "pipeline", line->cfg.name));
+		return;
+	}
+	watchers_event(c->server, pause ? "paused" : "resumed", line, line->cfg.stages[stage].name,
+	               NULL);
+	reply(c, call, NULL, false);
+}
+
+static void method_pause(Conn *c, ProtoCall *call)
+{
+	method_pause_resume(c, call, true);
+}
+
+static void method_resume(Conn *c, ProtoCall *call)
+{
+	method_pause_resume(c, call, false);
+}
+
+static void method_set_workers(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", "stage", "workers", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	unsigned stage;
+	int64_t n;
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	Line *line = line_param(c, call, true);
+	if (!line || stage_param(c, call, line, &stage) < 0)
+		return;
+	if (proto_param_int(call->parameters, "workers", true, 1, INT64_MAX, &n) < 0) {
+		reply_invalid_parameter(c, call, "workers");
+		return;
+	}
+	if (n > STAGE_WORKERS_MAX) {
+		reply_limit(c, call, "workers", STAGE_WORKERS_MAX);
+		return;
+	}
+	int r = line->closing ? -EPIPE : pipeline_set_workers(line->pipeline, stage, (unsigned)n);
+	if (r == -EPIPE) {
+		reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
+		            json_pack("{s:s}", "pipeline", line->cfg.name));
+		return;
+	}
+	if (r < 0) {
+		log_error("%s/%s: cannot start workers: %s", line->cfg.name,
+		          line->cfg.stages[stage].name, strerror(-r));
+		reply_error(c, call, PROTO_ERR_INTERNAL,
+		            json_pack("{s:s}", "reason", "cannot start worker threads"));
+		return;
+	}
+	line->cfg.stages[stage].workers = (unsigned)n;
+	watchers_event(c->server, "scaled", line, line->cfg.stages[stage].name, NULL);
+	reply(c, call, NULL, false);
+}
+
+static json_t *line_stats(Line *line)
+{
+	PipelineStats ps;
+	pipeline_stats(line->pipeline, &ps);
+	json_t *stages = json_array();
+	for (unsigned i = 0; i < line->cfg.n_stages; i++) {
+		StageStats st;
+		stage_stats(pipeline_stage(line->pipeline, i), &st);
+		json_array_append_new(
+		        stages,
+		        json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:I,s:I}", "name", st.name, "action",
+		                  line->cfg.stages[i].action, "workers", (int)st.workers, "busy",
+		                  (int)st.busy, "handing_on", (int)st.handing_on, "paused", st.paused,
+		                  "queue_length", (json_int_t)st.queue.length, "queue_capacity",
+		                  (json_int_t)st.queue.capacity, "succeeded",
+		                  (json_int_t)st.succeeded, "failed", (json_int_t)st.failed));
+	}
+	const char *state = line->closed ? "closed" : line->closing ? "closing" : "running";
+	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", line->cfg.name, "state",
+	                 state, "accepted", (json_int_t)ps.accepted, "in_flight",
+	                 (json_int_t)line->in_flight, "done", (json_int_t)ps.done, "failed",
+	                 (json_int_t)ps.failed, "cancelled", (json_int_t)ps.cancelled,
+	                 "waiting_clients", (json_int_t)list_length(&line->room_waiters), "stages",
+	                 stages);
+}
+
+static void method_stats(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	json_t *a = json_array();
+	if (json_object_get(call->parameters, "pipeline")) {
+		Line *line = line_param(c, call, false);
+		if (!line) {
+			json_decref(a);
+			return;
+		}
+		json_array_append_new(a, line_stats(line));
+	} else {
+		for (Link *l = c->server->lines.next; l != &c->server->lines; l = l->next) {
+			Line *line = container_of(l, Line, link);
+			if (!line->retired)
+				json_array_append_new(a, line_stats(line));
+		}
+	}
+	reply(c, call, json_pack("{s:o}", "pipelines", a), false);
+}
+
+static void method_watch(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "pipeline", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	if (!call->more) {
+		reply_error(c, call, PROTO_ERR_EXPECTED_MORE, NULL);
+		return;
+	}
+	c->watch[0] = '\0';
+	if (json_object_get(call->parameters, "pipeline")) {
+		Line *line = line_param(c, call, false);
+		if (!line)
+			return;
+		snprintf(c->watch, sizeof(c->watch), "%s", line->cfg.name);
+	}
+	reply(c, call, json_pack("{s:s}", "event", "watching"), true);
+	hold_take_call(c, HOLD_WATCH, call);
+	list_push_back(&c->server->watchers, &c->wait_link);
+}
+
+/* ---- lines: creation, reload ------------------------------------------------ */
+
+static void pipeline_config_clear(PipelineConfig *p)
+{
+	for (unsigned i = 0; i < p->n_stages; i++) {
+		free(p->stages[i].name);
+		free(p->stages[i].action);
+	}
+	free(p->stages);
+	free(p->name);
+	*p = (PipelineConfig){ 0 };
+}
+
+static int pipeline_config_copy(const PipelineConfig *from, PipelineConfig *to)
+{
+	*to = (PipelineConfig){ .name = strdup(from->name),
+		                .stages = calloc(from->n_stages, sizeof(StageConfig)) };
+	if (!to->name || !to->stages) {
+		pipeline_config_clear(to);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < from->n_stages; i++) {
+		StageConfig *st = &to->stages[i];
+		*st = from->stages[i];
+		st->name = strdup(from->stages[i].name);
+		st->action = strdup(from->stages[i].action);
+		to->n_stages++;
+		if (!st->name || !st->action) {
+			pipeline_config_clear(to);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Hooks: on worker threads. Each only posts to the loop. */
+static void hook_on_end(void *userdata, Job *job)
+{
+	Line *line = userdata;
+	mailbox_post(&line->server->mailbox, &job->node);
+}
+
+static void hook_on_room(void *userdata)
+{
+	Line *line = userdata;
+	uv_async_send(&line->room_async);
+}
+
+static void hook_on_closed(void *userdata)
+{
+	Line *line = userdata;
+	uv_async_send(&line->closed_async);
+}
+
+static void on_line_handle_closed(uv_handle_t *h)
+{
+	Line *line = h->data;
+	if (--line->handles_open > 0)
+		return;
+	pipeline_config_clear(&line->cfg);
+	free(line);
+}
+
+/* Frees a line that is closed and that no tracked job refers to any more,
+ * if it has been retired (or the server is stopping). */
+static void line_maybe_free(Line *line)
+{
+	Server *s = line->server;
+	if (line->freeing || !line->closed || !(line->retired || s->stopped) ||
+	    (line->refs > 0 && !s->stopped))
+		return;
+	line->freeing = true;
+	list_remove(&line->link);
+	pipeline_free(line->pipeline); /* joined already: frees only memory */
+	line->pipeline = NULL;
+	uv_close((uv_handle_t *)&line->room_async, on_line_handle_closed);
+	uv_close((uv_handle_t *)&line->closed_async, on_line_handle_closed);
+}
+
+static int line_new(Server *s, const PipelineConfig *cfg, Line **ret, char *err, size_t errlen)
+{
+	static const PipelineHooks hooks = {
+		.on_end = hook_on_end,
+		.on_room = hook_on_room,
+		.on_closed = hook_on_closed,
+	};
+	Line *line = calloc(1, sizeof(*line));
+	if (!line)
+		return -ENOMEM;
+	line->server = s;
+	list_init(&line->link);
+	list_init(&line->room_waiters);
+	list_init(&line->drain_waiters);
+	list_init(&line->close_waiters);
+	int r = pipeline_config_copy(cfg, &line->cfg);
+	if (r < 0) {
+		free(line);
+		return r;
+	}
+	r = pipeline_new(cfg->name, &hooks, line, &line->pipeline);
+	for (unsigned i = 0; r >= 0 && i < cfg->n_stages; i++) {
+		const StageConfig *st = &cfg->stages[i];
+		Action *a;
+		const char *why = "invalid action";
+		r = action_parse(st->action, &a, &why);
+		if (r < 0) {
+			snprintf(err, errlen, "%s/%s: %s", cfg->name, st->name, why);
+			break;
+		}
+		r = pipeline_add_stage(line->pipeline, st->name, st->workers, st->capacity, a);
+	}
+	if (r >= 0) {
+		r = uv_async_init(s->loop, &line->room_async, on_room_async);
+		if (r >= 0) {
+			line->handles_open++;
+			r = uv_async_init(s->loop, &line->closed_async, on_closed_async);
+			if (r >= 0)
+				line->handles_open++;
+		}
+		line->room_async.data = line->closed_async.data = line;
+	}
+	if (r >= 0)
+		r = pipeline_start(line->pipeline);
+	if (r < 0) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "pipeline '%s': %s", cfg->name, strerror(-r));
+		pipeline_free(line->pipeline);
+		line->pipeline = NULL;
+		if (line->handles_open > 0) {
+			unsigned open = line->handles_open;
+			if (open >= 1)
+				uv_close((uv_handle_t *)&line->room_async, on_line_handle_closed);
+			if (open >= 2)
+				uv_close((uv_handle_t *)&line->closed_async, on_line_handle_closed);
+		} else {
+			pipeline_config_clear(&line->cfg);
+			free(line);
+		}
+		return r;
+	}
+	line->started_usec = mono_usec();
+	list_push_back(&s->lines, &line->link);
+	*ret = line;
+	return 0;
+}
+
+static void line_retire(Line *line)
+{
+	line->retired = true;
+	line_close(line);
+	line_maybe_free(line);
+}
+
+/* Applies a new configuration; appends the names of what changed to the
+ * four arrays. Returns 0 or -errno (then err says why; a pipeline that
+ * could not start leaves the others as they were). */
+static int apply_config(Server *s, Config *next, json_t *added, json_t *removed, json_t *replaced,
+                        json_t *rescaled, char *err, size_t errlen)
+{
+	/* Start new and changed pipelines first: if one cannot start, the
+	 * running ones are untouched. */
+	Line *fresh[CONFIG_PIPELINES_MAX] = { 0 };
+	for (unsigned i = 0; i < next->n_pipelines; i++) {
+		const PipelineConfig *pc = &next->pipelines[i];
+		Line *old = find_line(s, pc->name);
+		if (old && config_pipeline_same_shape(&old->cfg, pc))
+			continue;
+		int r = line_new(s, pc, &fresh[i], err, errlen);
+		if (r < 0) {
+			for (unsigned k = 0; k < i; k++)
+				if (fresh[k]) {
+					fresh[k]->retired = true;
+					line_close(fresh[k]);
+				}
+			return r;
+		}
+		list_remove(&fresh[i]->link); /* hidden until the switch below */
+	}
+	for (Link *l = s->lines.next, *nx; l != &s->lines; l = nx) {
+		nx = l->next;
+		Line *line = container_of(l, Line, link);
+		if (line->retired)
+			continue;
+		const PipelineConfig *pc = config_find_pipeline(next, line->cfg.name);
+		if (!pc) {
+			json_array_append_new(removed, json_string(line->cfg.name));
+			line_retire(line);
+		} else if (!config_pipeline_same_shape(&line->cfg, pc)) {
+			json_array_append_new(replaced, json_string(line->cfg.name));
+			line_retire(line);
+		} else {
+			bool changed = false;
+			for (unsigned k = 0; k < pc->n_stages; k++)
+				if (line->cfg.stages[k].workers != pc->stages[k].workers &&
+				    pipeline_set_workers(line->pipeline, k, pc->stages[k].workers) ==
+				            0) {
+					line->cfg.stages[k].workers = pc->stages[k].workers;
+					changed = true;
+				}
+			if (changed)
+				json_array_append_new(rescaled, json_string(line->cfg.name));
+		}
+	}
+	for (unsigned i = 0; i < next->n_pipelines; i++) {
+		if (!fresh[i])
+			continue;
+		bool was_replaced = false;
+		for (size_t k = 0; k < json_array_size(replaced); k++)
+			was_replaced |= strcmp(json_string_value(json_array_get(replaced, k)),
+			                       fresh[i]->cfg.name) == 0;
+		if (!was_replaced)
+			json_array_append_new(added, json_string(fresh[i]->cfg.name));
+		list_push_back(&s->lines, &fresh[i]->link);
+	}
+	return 0;
+}
+
+/* Reloads; on success returns 0 and the changes in *ret (new reference). */
+static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
+{
+	Config *next;
+	int r = config_load(s->config_path, &next, cerr);
+	if (r < 0)
+		return r;
+	if (strcmp(next->socket_path, s->config->socket_path) != 0 ||
+	    strcmp(next->state_dir, s->config->state_dir) != 0)
+		log_warning("reload: Socket= and StateDirectory= changes take effect at restart");
+	json_t *added = json_array(), *removed = json_array(), *replaced = json_array(),
+	       *rescaled = json_array();
+	r = apply_config(s, next, added, removed, replaced, rescaled, err, errlen);
+	if (r < 0) {
+		config_free(next);
+		json_decref(added);
+		json_decref(removed);
+		json_decref(replaced);
+		json_decref(rescaled);
+		return -ECANCELED;
+	}
+	/* Keep the running socket and state paths; take the limits. */
+	free(next->socket_path);
+	next->socket_path = s->config->socket_path;
+	s->config->socket_path = NULL;
+	free(next->state_dir);
+	next->state_dir = s->config->state_dir;
+	s->config->state_dir = NULL;
+	config_free(s->config);
+	s->config = next;
+	jobtable_set_retention(&s->jobs, next->retain_jobs, next->retain_bytes);
+	*ret = json_pack("{s:o,s:o,s:o,s:o}", "added", added, "removed", removed, "replaced",
+	                 replaced, "rescaled", rescaled);
+	return 0;
+}
+
+int server_reload_and_log(Server *s)
+{
+	ConfigError cerr = { 0 };
+	char err[256] = "", line[600];
+	json_t *changes;
+	int r = server_reload(s, &changes, &cerr, err, sizeof(err));
+	if (r == -ECANCELED) {
+		log_error("reload refused: %s; nothing changed", err);
+		return r;
+	}
+	if (r < 0) {
+		config_error_format(&cerr, line, sizeof(line));
+		log_error("reload refused: %s; nothing changed", line);
+		return r;
+	}
+	char *text = json_dumps(changes, JSON_COMPACT);
+	log_info("configuration reloaded from %s: %s", s->config_path, text ? text : "");
+	free(text);
+	json_decref(changes);
+	return 0;
+}
+
+static void method_reload(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	if (c->server->shutting_down) {
+		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
+		return;
+	}
+	ConfigError cerr = { 0 };
+	char err[256] = "";
+	json_t *changes;
+	int r = server_reload(c->server, &changes, &cerr, err, sizeof(err));
+	if (r == -ECANCELED) {
+		reply_error(c, call, PROTO_ERR_INTERNAL, json_pack("{s:s}", "reason", err));
+		return;
+	}
+	if (r < 0) {
+		reply_error(c, call, PROTO_ERR_CONFIG_INVALID,
+		            json_pack("{s:s,s:i,s:s}", "file", cerr.file, "line", (int)cerr.line,
+		                      "reason", cerr.reason));
+		return;
+	}
+	log_info("configuration reloaded on request");
+	reply(c, call, changes, false);
+}
+
+static void method_shutdown(Conn *c, ProtoCall *call)
+{
+	static const char *const known[] = { "mode", "timeout_ms", NULL };
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	const char *mode = "drain";
+	int64_t timeout = (int64_t)c->server->config->shutdown_timeout_sec * 1000;
+	if (unknown) {
+		reply_invalid_parameter(c, call, unknown);
+		return;
+	}
+	if (proto_param_string(call->parameters, "mode", false, &mode) < 0 ||
+	    (strcmp(mode, "drain") != 0 && strcmp(mode, "now") != 0)) {
+		reply_invalid_parameter(c, call, "mode");
+		return;
+	}
+	if (proto_param_int(call->parameters, "timeout_ms", false, 0, 86400000, &timeout) < 0) {
+		reply_invalid_parameter(c, call, "timeout_ms");
+		return;
+	}
+	reply(c, call, NULL, false);
+	log_info("shutdown requested by a client (mode %s, deadline %" PRId64 " ms)", mode,
+	         timeout);
+	server_shutdown(c->server, strcmp(mode, "now") == 0, (uint64_t)timeout);
+}
+
+/* ---- org.varlink.service ---------------------------------------------------- */
+
+static const char service_description[] =
+        "# The Varlink Service Interface is provided by every varlink service. It\n"
+        "# describes the service and the interfaces it implements.\n"
+        "interface org.varlink.service\n\n"
+        "method GetInfo() -> (\n  vendor: string,\n  product: string,\n  version: string,\n"
+        "  url: string,\n  interfaces: []string\n)\n\n"
+        "method GetInterfaceDescription(interface: string) -> (description: string)\n\n"
+        "error InterfaceNotFound (interface: string)\n\n"
+        "error MethodNotFound (method: string)\n\n"
+        "error MethodNotImplemented (method: string)\n\n"
+        "error InvalidParameter (parameter: string)\n\n"
+        "error PermissionDenied ()\n\n"
+        "error ExpectedMore ()\n";
+
+static void method_get_info(Conn *c, ProtoCall *call)
+{
+	reply(c, call,
+	      json_pack("{s:s,s:s,s:s,s:s,s:[s,s]}", "vendor", "pipelined", "product", "pipelined",
+	                "version", PIPELINED_VERSION, "url", "https://varlink.org",
+	                "interfaces", PROTO_SERVICE_INTERFACE, PROTO_INTERFACE),
+	      false);
+}
+
+static void method_get_interface_description(Conn *c, ProtoCall *call)
+{
+	const char *name = NULL;
+	if (proto_param_string(call->parameters, "interface", true, &name) < 0) {
+		reply_invalid_parameter(c, call, "interface");
+		return;
+	}
+	const char *text = strcmp(name, PROTO_INTERFACE) == 0           ? proto_interface_description
+	                   : strcmp(name, PROTO_SERVICE_INTERFACE) == 0 ? service_description
+	                                                                : NULL;
+	if (!text) {
+		reply_error(c, call, PROTO_ERR_INTERFACE_NOT_FOUND,
+		            json_pack("{s:s}", "interface", name));
+		return;
+	}
+	reply(c, call, json_pack("{s:s}", "description", text), false);
+}
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+typedef void (*MethodFn)(Conn *c, ProtoCall *call);
+
+static const struct {
+	const char *name;
+	MethodFn fn;
+} methods[] = {
+	{ "org.varlink.service.GetInfo", method_get_info },
+	{ "org.varlink.service.GetInterfaceDescription", method_get_interface_description },
+	{ "io.pipelined.Submit", method_submit },
+	{ "io.pipelined.SubmitBatch", method_submit_batch },
+	{ "io.pipelined.GetJob", method_get_job },
+	{ "io.pipelined.ListJobs", method_list_jobs },
+	{ "io.pipelined.WaitJob", method_wait_job },
+	{ "io.pipelined.CancelJob", method_cancel_job },
+	{ "io.pipelined.Watch", method_watch },
+	{ "io.pipelined.Stats", method_stats },
+	{ "io.pipelined.PauseStage", method_pause },
+	{ "io.pipelined.ResumeStage", method_resume },
+	{ "io.pipelined.SetWorkers", method_set_workers },
+	{ "io.pipelined.Close", method_close },
+	{ "io.pipelined.Drain", method_drain },
+	{ "io.pipelined.Reload", method_reload },
+	{ "io.pipelined.Shutdown", method_shutdown },
+};
+
+static void handle_message(Conn *c, const char *msg, size_t len)
+{
+	ProtoCall call = { 0 };
+	char err[256];
+	int r = proto_call_parse(msg, len, &call, err, sizeof(err));
+	if (r < 0) {
+		reply_error(c, NULL, PROTO_ERR_INVALID_MESSAGE, json_pack("{s:s}", "reason", err));
+		return;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(methods); i++)
+		if (strcmp(methods[i].name, call.method) == 0) {
+			methods[i].fn(c, &call); /* moves call if it holds */
+			proto_call_done(&call);
+			return;
+		}
+	const char *dot = strrchr(call.method, '.');
+	size_t iface_len = (size_t)(dot - call.method);
+	if ((iface_len == strlen(PROTO_INTERFACE) &&
+	     strncmp(call.method, PROTO_INTERFACE, iface_len) == 0) ||
+	    (iface_len == strlen(PROTO_SERVICE_INTERFACE) &&
+	     strncmp(call.method, PROTO_SERVICE_INTERFACE, iface_len) == 0))
+		reply_error(c, &call, PROTO_ERR_METHOD_NOT_FOUND,
+		            json_pack("{s:s}", "method", call.method));
+	else
+		reply_error(c, &call, PROTO_ERR_INTERFACE_NOT_FOUND,
+		            json_pack("{s:s#}", "interface", call.method, (int)iface_len));
+	proto_call_done(&call);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	Conn *c = (Conn *)h;
+	/* One buffer for every connection: each read is fed to the frame
+	 * reader before the next read can happen. */
+	*buf = uv_buf_init(c->server->readbuf, sizeof(c->server->readbuf));
+}
+
+/* A peer whose framing broke: tell it why, then close once that is sent. */
+static void conn_framing_broken(Conn *c)
+{
+	reply_error(c, NULL, PROTO_ERR_MESSAGE_TOO_LARGE,
+	            json_pack("{s:I}", "max", (json_int_t)PROTO_MESSAGE_MAX));
+	c->close_after_flush = true;
+	conn_update_reading(c);
+	if (!c->closing && !c->writing)
+		conn_close(c);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	Conn *c = (Conn *)stream;
+	if (nread > 0) {
+		int r = frame_reader_feed(&c->in, buf->base, (size_t)nread);
+		if (r == -EMSGSIZE) {
+			conn_framing_broken(c);
+			return;
+		}
+		if (r < 0) {
+			conn_close(c);
+			return;
+		}
+		conn_process(c);
+	} else if (nread == UV_EOF) {
+		/* The peer closed its sending side (or hung up): answer what it
+		 * sent, then close. */
+		c->eof = true;
+		conn_update_reading(c);
+		if (c->hold == HOLD_WATCH)
+			conn_close(c);
+		else
+			conn_process(c);
+	} else if (nread < 0) {
+		conn_close(c);
+	}
+}
+
+static void conn_update_reading(Conn *c)
+{
+	bool want = !c->closing && !c->eof && !c->close_after_flush;
+	if (c->hold == HOLD_SUBMIT)
+		want = false; /* backpressure */
+	else if (c->hold != HOLD_NONE)
+		want = want && frame_reader_pending(&c->in) < HOLD_INPUT_MAX;
+	if (want && !c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+			c->reading = true;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->pipe);
+		c->reading = false;
+	}
+}
+
+/* Answers the buffered calls, in order, until one holds. */
+static void conn_process(Conn *c)
+{
+	while (!c->closing && !c->close_after_flush && c->hold == HOLD_NONE) {
+		const char *msg;
+		size_t len;
+		int r = frame_reader_next(&c->in, &msg, &len);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			conn_framing_broken(c);
+			return;
+		}
+		handle_message(c, msg, len);
+	}
+	if (c->closing)
+		return;
+	if (c->hold == HOLD_NONE) {
+		frame_reader_compact(&c->in);
+		if (c->eof && frame_reader_pending(&c->in) == 0) {
+			/* Half-closed and answered: close once the replies are out. */
+			c->close_after_flush = true;
+			if (!c->writing)
+				conn_close(c);
+			return;
+		}
+	}
+	conn_update_reading(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	Conn *c = (Conn *)h;
+	Server *s = c->server;
+	frame_reader_free(&c->in);
+	free(c->out);
+	free(c->wbuf);
+	free(c);
+	s->n_conns--;
+}
+
+static void conn_close(Conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	hold_release(c);
+	list_remove(&c->link);
+	c->reading = false;
+	uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	Server *s = listener->data;
+	if (status < 0) {
+		log_warning("accept: %s", uv_strerror(status));
+		return;
+	}
+	Conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return; /* the peer waits in the backlog */
+	c->server = s;
+	list_init(&c->link);
+	list_init(&c->wait_link);
+	frame_reader_init(&c->in, PROTO_MESSAGE_MAX);
+	if (uv_pipe_init(s->loop, &c->pipe, 0) < 0) {
+		free(c);
+		return;
+	}
+	s->n_conns++;
+	if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0) {
+		uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+		return;
+	}
+	c->number = ++s->conn_numbers;
+	list_push_back(&s->conns, &c->link);
+	if (s->n_conns > s->config->max_connections) {
+		log_warning("connection %" PRIu64 " refused: already %u connections "
+		            "(MaxConnections=%u)",
+		            c->number, s->n_conns - 1, s->config->max_connections);
+		reply_limit(c, NULL, "connections", s->config->max_connections);
+		c->close_after_flush = true;
+		if (!c->writing)
+			conn_close(c);
+		return;
+	}
+	conn_update_reading(c);
+}
+
+/* ---- listening -------------------------------------------------------------- */
+
+/* True if something accepts connections at path. */
+static bool socket_alive(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	bool alive = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return alive;
+}
+
+int server_listen(Server *s, int fd)
+{
+	const char *path = s->config->socket_path;
+	int r = uv_pipe_init(s->loop, &s->listener, 0);
+	if (r < 0)
+		return r;
+	s->listener.data = s;
+	s->listening = true;
+	if (fd >= 0) {
+		r = uv_pipe_open(&s->listener, fd);
+	} else {
+		/* uv_pipe_bind would silently cut a long path (config checks it). */
+		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return -ENAMETOOLONG;
+		r = uv_pipe_bind(&s->listener, path);
+		if (r == UV_EADDRINUSE) {
+			if (socket_alive(path))
+				return -EADDRINUSE;
+			/* A stale socket file left by a crash. */
+			unlink(path);
+			uv_close((uv_handle_t *)&s->listener, NULL);
+			uv_run(s->loop, UV_RUN_NOWAIT);
+			uv_pipe_init(s->loop, &s->listener, 0);
+			s->listener.data = s;
+			r = uv_pipe_bind(&s->listener, path);
+		}
+		if (r >= 0)
+			s->socket_bound = true;
+	}
+	if (r >= 0)
+		r = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+	return r;
+}
+
+/* ---- signals, shutdown ------------------------------------------------------ */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	Server *s = h->data;
+	if (signum == SIGHUP) {
+		log_info("SIGHUP: reloading %s", s->config_path);
+		server_reload_and_log(s);
+		return;
+	}
+	if (s->shutting_down) {
+		log_info("%s again: discarding queued jobs", strsignal(signum));
+		server_shutdown(s, true, 0);
+		return;
+	}
+	log_info("%s: shutting down (every accepted job finishes; deadline %u s)",
+	         strsignal(signum), s->config->shutdown_timeout_sec);
+	server_shutdown(s, false, (uint64_t)s->config->shutdown_timeout_sec * 1000);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* Everything has stopped: close every handle so uv_run returns. */
+static void server_stop(Server *s)
+{
+	if (s->stopped)
+		return;
+	s->stopped = true;
+	if (s->listening) {
+		close_handle((uv_handle_t *)&s->listener);
+		if (s->socket_bound)
+			unlink(s->config->socket_path);
+		s->listening = false;
+	}
+	close_handle((uv_handle_t *)&s->sig_term);
+	close_handle((uv_handle_t *)&s->sig_int);
+	close_handle((uv_handle_t *)&s->sig_hup);
+	close_handle((uv_handle_t *)&s->deadline);
+	/* Replies already collected get one non-blocking try. */
+	while (!list_empty(&s->conns)) {
+		Conn *c = container_of(s->conns.next, Conn, link);
+		if (c->out_len > 0 && !c->writing) {
+			uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+			uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
+		}
+		conn_close(c);
+	}
+	if (!s->abandoned) {
+		mailbox_close(&s->mailbox, NULL);
+		for (Link *l = s->lines.next, *nx; l != &s->lines; l = nx) {
+			nx = l->next;
+			line_maybe_free(container_of(l, Line, link));
+		}
+	}
+}
+
+static void check_shutdown_done(Server *s)
+{
+	if (!s->shutting_down || s->stopped)
+		return;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
+		if (!container_of(l, Line, link)->closed)
+			return;
+	log_info("every pipeline has closed; exiting");
+	server_stop(s);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	Server *s = t->data;
+	uint64_t in_flight = 0;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
+		in_flight += container_of(l, Line, link)->in_flight;
+	log_error("shutdown deadline passed with %" PRIu64 " jobs still in flight; exiting anyway",
+	          in_flight);
+	s->exit_status = 1;
+	s->abandoned = true;
+	server_stop(s);
+	uv_stop(s->loop);
+}
+
+void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
+{
+	if (s->stopped)
+		return;
+	if (now && !s->shutdown_now) {
+		s->shutdown_now = true;
+		/* Discard what waits in queues; running jobs finish. */
+		for (Job *j = s->jobs.head; j; j = j->list_next)
+			if (!j->ended)
+				(void)job_cancel(j);
+	}
+	if (s->shutting_down)
+		return;
+	s->shutting_down = true;
+	/* Held submitters get ShuttingDown; jobs accepted before stay. */
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		while (!list_empty(&line->room_waiters)) {
+			Conn *c = container_of(line->room_waiters.next, Conn, wait_link);
+			list_remove(&c->wait_link);
+			reply_error(c, &c->call, PROTO_ERR_SHUTTING_DOWN, NULL);
+			hold_done(c);
+		}
+	}
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
+		line_close(container_of(l, Line, link));
+	if (uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0) == 0)
+		s->deadline_armed = true;
+	check_shutdown_done(s);
+}
+
+/* ---- life cycle ------------------------------------------------------------- */
+
+int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server **ret)
+{
+	Server *s = calloc(1, sizeof(*s));
+	if (!s) {
+		config_free(config);
+		return -ENOMEM;
+	}
+	s->loop = loop;
+	s->config = config;
+	s->next_id = 1;
+	list_init(&s->lines);
+	list_init(&s->conns);
+	list_init(&s->job_waiters);
+	list_init(&s->watchers);
+	s->config_path = strdup(config_path);
+	int r = s->config_path ? 0 : -ENOMEM;
+	if (r >= 0)
+		r = jobtable_init(&s->jobs, config->retain_jobs, config->retain_bytes);
+	s->jobs.on_drop = on_job_dropped;
+	s->jobs.userdata = s;
+	if (r >= 0)
+		r = mailbox_init(&s->mailbox, loop, on_job_ended, s);
+	if (r < 0) {
+		jobtable_done(&s->jobs);
+		free(s->config_path);
+		config_free(config);
+		free(s);
+		return r;
+	}
+	uv_timer_init(loop, &s->deadline);
+	s->deadline.data = s;
+	uv_signal_init(loop, &s->sig_term);
+	uv_signal_init(loop, &s->sig_int);
+	uv_signal_init(loop, &s->sig_hup);
+	s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+	uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&s->sig_int, on_signal, SIGINT);
+	uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+
+	for (unsigned i = 0; i < config->n_pipelines; i++) {
+		Line *line;
+		char err[256] = "";
+		r = line_new(s, &config->pipelines[i], &line, err, sizeof(err));
+		if (r < 0) {
+			log_error("cannot start %s", err);
+			*ret = s; /* the caller shuts down and runs the loop to free */
+			s->exit_status = 1;
+			server_shutdown(s, true, 0);
+			return r;
+		}
+	}
+	*ret = s;
+	return 0;
+}
+
+int server_exit_status(Server *s)
+{
+	return s->exit_status;
+}
+
+bool server_abandoned(Server *s)
+{
+	return s->abandoned;
+}
+
+void server_free(Server *s)
+{
+	if (!s)
+		return;
+	jobtable_done(&s->jobs);
+	config_free(s->config);
+	free(s->config_path);
+	free(s);
+}
