@@ -551,6 +551,10 @@ static int payload_to_job(json_t *payload, Job **ret)
 		free(text);
 		return -E2BIG;
 	}
+	if (!proto_depth_ok(text, len, PROTO_PAYLOAD_DEPTH_MAX)) {
+		free(text);
+		return -ELOOP;
+	}
 	/* Id 1 for now: the real one is given when the job is accepted, so
 	 * that ids follow the order of acceptance. */
 	int r = job_new(1, text, len, ret);
@@ -618,6 +622,10 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			free(jobs);
 			if (r == -E2BIG)
 				reply_limit(c, call, name, PROTO_PAYLOAD_MAX);
+			else if (r == -ELOOP) {
+				strncat(name, " nesting depth", sizeof(name) - strlen(name) - 1);
+				reply_limit(c, call, name, PROTO_PAYLOAD_DEPTH_MAX);
+			}
 			else if (r == -EINVAL)
 				reply_invalid_parameter(c, call, name);
 			else

@@ -18,6 +18,12 @@
  * the message: a 1 MiB batch of 1000 small jobs is fine, one 1 MiB job is not. */
 #define PROTO_PAYLOAD_MAX (64u * 1024u)
 
+/* Deepest nesting inside one payload (the payload object itself is level 1).
+ * A payload sits three levels deep in a Submit call but four deep in a
+ * GetJob or WaitJob reply ({"parameters":{"job":{"payload":...}}}), so it
+ * must leave room for that reply to stay within PROTO_DEPTH_MAX. */
+#define PROTO_PAYLOAD_DEPTH_MAX (PROTO_DEPTH_MAX - 4u)
+
 /* Most jobs in one SubmitBatch call. */
 #define PROTO_BATCH_MAX 1000u
 
