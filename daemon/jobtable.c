@@ -96,7 +96,8 @@ void jobtable_remove(JobTable *t, Job *job)
 
 static void apply_retention(JobTable *t)
 {
-	while (t->done_head && (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes)) {
+	while (t->done_head &&
+	       (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes)) {
 		Job *j = t->done_head;
 		t->done_head = j->done_next;
 		if (!t->done_head)

@@ -60,5 +60,3 @@ Job *jobtable_get(JobTable *t, uint64_t id); /* borrowed; NULL if unknown */
 
 /* The first tracked job with an id greater than after_id, or NULL. */
 Job *jobtable_first_after(JobTable *t, uint64_t after_id);
-
-

@@ -7,8 +7,8 @@
 
 #include <stdio.h>
 
-#define log_error(...) log_line("error", __VA_ARGS__)
+#define log_error(...)   log_line("error", __VA_ARGS__)
 #define log_warning(...) log_line("warning", __VA_ARGS__)
-#define log_info(...) log_line(NULL, __VA_ARGS__)
+#define log_info(...)    log_line(NULL, __VA_ARGS__)
 
 __attribute__((format(printf, 2, 3))) void log_line(const char *level, const char *fmt, ...);

@@ -21,26 +21,27 @@
 #include "log.h"
 #include "server.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE  2
 #define EXIT_CONFIG 78 /* sysexits.h EX_CONFIG */
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: pipelined [--config FILE] [--socket PATH]\n"
-	           "       pipelined --check-config [FILE]\n"
-	           "\n"
-	           "Runs jobs through the pipelines defined in FILE (default %s).\n"
-	           "\n"
-	           "  -c, --config FILE     configuration file\n"
-	           "  -s, --socket PATH     control socket (overrides Socket= in the file)\n"
-	           "      --check-config    validate the configuration and exit (0 ok, 78 bad)\n"
-	           "  -h, --help            this text\n"
-	           "      --version         print the version\n"
-	           "\n"
-	           "Signals: SIGTERM/SIGINT shut down (every accepted job finishes; a second one\n"
-	           "discards queued jobs), SIGHUP reloads the configuration.\n"
-	           "Exit status: 0 clean shutdown, 1 deadline passed or start failed, 2 usage,\n"
-	           "78 bad configuration.\n",
+	fprintf(f,
+	        "Usage: pipelined [--config FILE] [--socket PATH]\n"
+	        "       pipelined --check-config [FILE]\n"
+	        "\n"
+	        "Runs jobs through the pipelines defined in FILE (default %s).\n"
+	        "\n"
+	        "  -c, --config FILE     configuration file\n"
+	        "  -s, --socket PATH     control socket (overrides Socket= in the file)\n"
+	        "      --check-config    validate the configuration and exit (0 ok, 78 bad)\n"
+	        "  -h, --help            this text\n"
+	        "      --version         print the version\n"
+	        "\n"
+	        "Signals: SIGTERM/SIGINT shut down (every accepted job finishes; a second one\n"
+	        "discards queued jobs), SIGHUP reloads the configuration.\n"
+	        "Exit status: 0 clean shutdown, 1 deadline passed or start failed, 2 usage,\n"
+	        "78 bad configuration.\n",
 	        CONFIG_DEFAULT_PATH);
 }
 

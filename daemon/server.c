@@ -98,7 +98,7 @@ typedef struct Line {
 	Server *server;
 	Link link; /* server->lines */
 	Pipeline *pipeline;
-	PipelineConfig cfg; /* own deep copy: name, stage names, actions */
+	PipelineConfig cfg;      /* own deep copy: name, stage names, actions */
 	uv_async_t room_async;   /* on_room → loop */
 	uv_async_t closed_async; /* on_closed → loop */
 	unsigned handles_open;
@@ -115,8 +115,8 @@ typedef struct Line {
 typedef struct Conn {
 	uv_pipe_t pipe; /* first: the handle's address is the Conn's */
 	Server *server;
-	Link link;      /* server->conns */
-	Link wait_link; /* in at most one waiting list, per hold */
+	Link link;       /* server->conns */
+	Link wait_link;  /* in at most one waiting list, per hold */
 	uint64_t number; /* for log lines */
 	FrameReader in;
 	char *out; /* replies not yet handed to libuv */
@@ -389,10 +389,10 @@ static json_t *job_to_json(Job *job, bool with_payload)
 {
 	const Line *line = job->tracker;
 	JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
-	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:I}", "id", (json_int_t)job->id, "pipeline",
-	                      line->cfg.name, "state", job_state_to_string(st), "stage",
-	                      job_stage_name(job), "submitted_usec",
-	                      (json_int_t)job->submitted_usec);
+	json_t *o =
+	        json_pack("{s:I,s:s,s:s,s:s,s:I}", "id", (json_int_t)job->id, "pipeline",
+	                  line->cfg.name, "state", job_state_to_string(st), "stage",
+	                  job_stage_name(job), "submitted_usec", (json_int_t)job->submitted_usec);
 	if (!o)
 		return NULL;
 	if (!job->ended) {
@@ -607,7 +607,8 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	size_t n = batch ? json_array_size(payloads) : 1;
 	Job **jobs = calloc(n ? n : 1, sizeof(*jobs));
 	if (!jobs) {
-		reply_error(c, call, PROTO_ERR_INTERNAL, json_pack("{s:s}", "reason", "out of memory"));
+		reply_error(c, call, PROTO_ERR_INTERNAL,
+		            json_pack("{s:s}", "reason", "out of memory"));
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -625,8 +626,7 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			else if (r == -ELOOP) {
 				strncat(name, " nesting depth", sizeof(name) - strlen(name) - 1);
 				reply_limit(c, call, name, PROTO_PAYLOAD_DEPTH_MAX);
-			}
-			else if (r == -EINVAL)
+			} else if (r == -EINVAL)
 				reply_invalid_parameter(c, call, name);
 			else
 				reply_error(c, call, PROTO_ERR_INTERNAL,
@@ -646,7 +646,8 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			free(jobs);
 			reply_error(c, call, PROTO_ERR_BUSY,
 			            json_pack("{s:s,s:I}", "pipeline", line->cfg.name,
-			                      "retry_after_ms", (json_int_t)retry_after_ms(line, n)));
+			                      "retry_after_ms",
+			                      (json_int_t)retry_after_ms(line, n)));
 			return;
 		}
 	}
@@ -708,7 +709,8 @@ static Job *job_param(Conn *c, const ProtoCall *call)
 	}
 	Job *job = jobtable_get(&c->server->jobs, (uint64_t)id);
 	if (!job)
-		reply_error(c, call, PROTO_ERR_NO_SUCH_JOB, json_pack("{s:I}", "id", (json_int_t)id));
+		reply_error(c, call, PROTO_ERR_NO_SUCH_JOB,
+		            json_pack("{s:I}", "id", (json_int_t)id));
 	return job;
 }
 
@@ -1025,11 +1027,11 @@ static json_t *line_stats(Line *line)
 		stage_stats(pipeline_stage(line->pipeline, i), &st);
 		json_array_append_new(
 		        stages,
-		        json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:I,s:I}", "name", st.name, "action",
-		                  line->cfg.stages[i].action, "workers", (int)st.workers, "busy",
-		                  (int)st.busy, "handing_on", (int)st.handing_on, "paused", st.paused,
-		                  "queue_length", (json_int_t)st.queue.length, "queue_capacity",
-		                  (json_int_t)st.queue.capacity, "succeeded",
+		        json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:I,s:I}", "name", st.name,
+		                  "action", line->cfg.stages[i].action, "workers", (int)st.workers,
+		                  "busy", (int)st.busy, "handing_on", (int)st.handing_on, "paused",
+		                  st.paused, "queue_length", (json_int_t)st.queue.length,
+		                  "queue_capacity", (json_int_t)st.queue.capacity, "succeeded",
 		                  (json_int_t)st.succeeded, "failed", (json_int_t)st.failed));
 	}
 	const char *state = line->closed ? "closed" : line->closing ? "closing" : "running";
@@ -1285,8 +1287,8 @@ static int apply_config(Server *s, Config *next, json_t *added, json_t *removed,
 			bool changed = false;
 			for (unsigned k = 0; k < pc->n_stages; k++)
 				if (line->cfg.stages[k].workers != pc->stages[k].workers &&
-				    pipeline_set_workers(line->pipeline, k, pc->stages[k].workers) ==
-				            0) {
+				    pipeline_set_workers(line->pipeline, k,
+				                         pc->stages[k].workers) == 0) {
 					line->cfg.stages[k].workers = pc->stages[k].workers;
 					changed = true;
 				}
@@ -1441,8 +1443,8 @@ static void method_get_info(Conn *c, ProtoCall *call)
 {
 	reply(c, call,
 	      json_pack("{s:s,s:s,s:s,s:s,s:[s,s]}", "vendor", "pipelined", "product", "pipelined",
-	                "version", PIPELINED_VERSION, "url", "https://varlink.org",
-	                "interfaces", PROTO_SERVICE_INTERFACE, PROTO_INTERFACE),
+	                "version", PIPELINED_VERSION, "url", "https://varlink.org", "interfaces",
+	                PROTO_SERVICE_INTERFACE, PROTO_INTERFACE),
 	      false);
 }
 
@@ -1453,7 +1455,7 @@ static void method_get_interface_description(Conn *c, ProtoCall *call)
 		reply_invalid_parameter(c, call, "interface");
 		return;
 	}
-	const char *text = strcmp(name, PROTO_INTERFACE) == 0           ? proto_interface_description
+	const char *text = strcmp(name, PROTO_INTERFACE) == 0 ? proto_interface_description
 	                   : strcmp(name, PROTO_SERVICE_INTERFACE) == 0 ? service_description
 	                                                                : NULL;
 	if (!text) {

@@ -49,6 +49,7 @@ struct Stage {
 	unsigned target;              /* workers wanted */
 	unsigned running; /* live workers not retiring; never more than target for long */
 	unsigned threads; /* live threads, retiring ones included */
+	unsigned parked;  /* workers waiting in wait_while_paused */
 	bool closed;
 	uint64_t threads_started, threads_joined;
 	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled; /* from workers already joined */
@@ -156,7 +157,9 @@ static bool wait_while_paused(Worker *w)
 			retire = true;
 			break;
 		}
+		s->parked++;
 		pthread_cond_wait(&s->resumed, &s->lock);
+		s->parked--;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return retire;
@@ -432,6 +435,7 @@ void stage_stats(Stage *s, StageStats *ret)
 		.failed = s->reaped_failed,
 		.cancelled = s->reaped_cancelled,
 		.paused = atomic_load_explicit(&s->paused, memory_order_relaxed),
+		.parked = s->parked,
 		.threads_started = s->threads_started,
 		.threads_joined = s->threads_joined,
 	};

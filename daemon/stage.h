@@ -59,6 +59,7 @@ typedef struct StageStats {
 	uint64_t failed;     /* actions that failed */
 	uint64_t cancelled;  /* cancelled jobs this stage's workers skipped */
 	bool paused;
+	unsigned parked; /* workers waiting for a resume (they take no job) */
 	uint64_t threads_started, threads_joined;
 	QueueStats queue;
 } StageStats;

@@ -363,6 +363,125 @@ START_TEST(test_full_queue_blocks_the_stage_before)
 }
 END_TEST
 
+/* Pause parks every worker of a stage; jobs wait in its queue (and can be
+ * cancelled there); resume lets them through. No sleeping: parked workers
+ * are counted, and a parked worker can take no job. */
+START_TEST(test_pause_cancel_resume)
+{
+	enum { N = 5 };
+	Record *r = record_new(N);
+	const StageDef defs[] = { { "a", 2, "noop" }, { "b", 1, "noop" } };
+	Pipeline *p = start_pipeline(r, "pause", 8, defs, 2);
+
+	ck_assert_int_eq(pipeline_pause_stage(p, 0, true), 0);
+	WAIT_UNTIL(sstats(p, 0).parked == 2);
+	ck_assert(sstats(p, 0).paused);
+	Job *jobs[N + 1];
+	for (unsigned id = 1; id <= N; id++) {
+		jobs[id] = job(id);
+		ck_assert_int_eq(pipeline_try_submit(p, jobs[id]), 0);
+	}
+	ck_assert_uint_eq(sstats(p, 0).queue.length, N);
+	ck_assert_uint_eq(sstats(p, 0).succeeded, 0);
+
+	/* Job 3 waits in the queue: it can be cancelled, once. */
+	ck_assert_int_eq(job_cancel(jobs[3]), 0);
+	ck_assert_int_eq(job_cancel(jobs[3]), -EALREADY);
+
+	/* Lowering the worker count retires a parked worker at once. */
+	ck_assert_int_eq(pipeline_set_workers(p, 0, 1), 0);
+	WAIT_UNTIL(sstats(p, 0).threads == 1);
+	ck_assert_uint_eq(sstats(p, 0).queue.length, N);
+
+	ck_assert_int_eq(pipeline_pause_stage(p, 0, false), 0);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, N - 1);
+	ck_assert_uint_eq(r->failed, 1); /* the cancelled one (not DONE) */
+	ck_assert_uint_eq(pstats(p).cancelled, 1);
+	ck_assert_uint_eq(sstats(p, 0).cancelled, 1);
+	ck_assert_uint_eq(sstats(p, 1).succeeded, N - 1); /* never reached b */
+	ck_assert_uint_eq(sstats(p, 0).parked, 0);
+	assert_each_ended_once(r);
+
+	ck_assert_int_eq(pipeline_pause_stage(p, 2, true), -ENOENT);
+	pipeline_close(p);
+	pipeline_join(p);
+	ck_assert_int_eq(pipeline_pause_stage(p, 0, true), -EPIPE);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* A running job cannot be cancelled; a close ends a pause, so closing a
+ * paused pipeline still runs every queued job to its end. */
+START_TEST(test_cancel_running_and_close_while_paused)
+{
+	Gate gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+	Record *r = record_new(3);
+	Pipeline *p;
+	Action *g;
+	ck_assert_int_eq(action_new_function(gate_fn, &gate, &g), 0);
+	ck_assert_int_eq(pipeline_new("gated", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, g), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "b", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+
+	Job *first = job(1);
+	ck_assert_int_eq(pipeline_submit(p, first), 0);
+	WAIT_UNTIL(sstats(p, 0).busy == 1);
+	ck_assert_int_eq(job_cancel(first), -EBUSY);
+
+	ck_assert_int_eq(pipeline_pause_stage(p, 1, true), 0);
+	WAIT_UNTIL(sstats(p, 1).parked == 1);
+	submit_ids(p, 2, 3);
+	gate_open(&gate);
+	WAIT_UNTIL(sstats(p, 1).queue.length == 3); /* all held before b */
+	ck_assert_uint_eq(r->done, 0);
+
+	pipeline_close(p);
+	pipeline_join(p);
+	ck_assert_uint_eq(r->done, 3);
+	assert_each_ended_once(r);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* pipeline_try_submit arms on_room when it finds the first queue full. */
+static _Atomic unsigned room_calls;
+static void on_room(void *userdata)
+{
+	atomic_fetch_add(&room_calls, 1);
+}
+
+START_TEST(test_room_hook_after_full_submit)
+{
+	Record *r = record_new(6);
+	PipelineHooks h = hooks;
+	h.on_room = on_room;
+	Pipeline *p;
+	ck_assert_int_eq(pipeline_new("room", &h, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "a", 1, 4, action("noop")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	ck_assert_int_eq(pipeline_pause_stage(p, 0, true), 0);
+	WAIT_UNTIL(sstats(p, 0).parked == 1);
+	for (uint64_t id = 1; id <= 4; id++)
+		ck_assert_int_eq(pipeline_try_submit(p, job(id)), 0);
+	Job *extra = job(5);
+	ck_assert_int_eq(pipeline_try_submit(p, extra), -EAGAIN);
+	ck_assert_uint_eq(room_calls, 0);
+	ck_assert_int_eq(pipeline_pause_stage(p, 0, false), 0);
+	WAIT_UNTIL(room_calls == 1);
+	ck_assert_int_eq(pipeline_try_submit(p, extra), 0);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, 5);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
 /* Resizing the middle stage up and down while jobs flow. */
 typedef struct Feeder {
 	Pipeline *p;
@@ -601,6 +720,9 @@ int main(void)
 	tcase_add_test(tc, test_close_before_start);
 	tcase_add_test(tc, test_failed_start_stops_everything_and_reports_nothing);
 	tcase_add_test(tc, test_resize_racing_close_joins_every_thread);
+	tcase_add_test(tc, test_pause_cancel_resume);
+	tcase_add_test(tc, test_cancel_running_and_close_while_paused);
+	tcase_add_test(tc, test_room_hook_after_full_submit);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

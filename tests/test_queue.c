@@ -147,6 +147,54 @@ START_TEST(test_try_put)
 }
 END_TEST
 
+static void count_room(void *userdata)
+{
+	atomic_fetch_add((_Atomic unsigned *)userdata, 1);
+}
+
+/* The event loop's way to learn that a full queue has room again. */
+START_TEST(test_room_callback)
+{
+	Queue *q;
+	void *item;
+	_Atomic unsigned calls = 0;
+	ck_assert_int_eq(queue_new(4, &q), 0);
+	queue_set_room_callback(q, count_room, &calls);
+	for (uintptr_t i = 1; i <= 4; i++)
+		ck_assert_int_eq(queue_try_put_arm(q, ITEM(i)), 0);
+	ck_assert_int_eq(queue_try_put_arm(q, ITEM(5)), -EAGAIN);
+	ck_assert_uint_eq(calls, 0);
+
+	/* Called once, when the queue drains to its low-water mark (half). */
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0); /* 3 left */
+	ck_assert_uint_eq(calls, 0);
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0); /* 2 left: the mark */
+	ck_assert_uint_eq(calls, 1);
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(calls, 1); /* disarmed */
+	ck_assert_uint_eq(stats(q).room_calls, 1);
+
+	/* A plain try_put does not arm. */
+	ck_assert_int_eq(queue_try_put(q, ITEM(6)), 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(7)), 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(8)), 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(9)), -EAGAIN);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(calls, 1);
+
+	/* Armed, then closed: the producer learns of the close. */
+	for (uintptr_t i = 1; i <= 4; i++)
+		ck_assert_int_eq(queue_try_put_arm(q, ITEM(i)), 0);
+	ck_assert_int_eq(queue_try_put_arm(q, ITEM(5)), -EAGAIN);
+	queue_close(q);
+	ck_assert_uint_eq(calls, 2);
+	queue_close(q);
+	ck_assert_uint_eq(calls, 2); /* once */
+	queue_free(q, NULL);
+}
+END_TEST
+
 /* A producer that counts each put it completed. */
 typedef struct {
 	Queue *q;
@@ -407,6 +455,7 @@ int main(void)
 	tcase_add_test(tc, test_fifo_single_thread);
 	tcase_add_test(tc, test_fifo_mpmc);
 	tcase_add_test(tc, test_try_put);
+	tcase_add_test(tc, test_room_callback);
 	tcase_add_test(tc, test_put_blocks_exactly_at_capacity);
 	tcase_add_test(tc, test_close_wakes_blocked_getters);
 	tcase_add_test(tc, test_close_wakes_blocked_putters_getters_still_receive);
