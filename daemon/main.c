@@ -188,7 +188,8 @@ int main(int argc, char **argv)
 			else
 				log_error("cannot listen on %s: %s", socket_copy, strerror(-r));
 			status = EXIT_FAILURE;
-			server_shutdown(server, true, 0);
+			/* Stop the pipelines already started (no job was accepted). */
+			server_shutdown(server, true, 60 * 1000);
 		} else {
 			log_info("listening on %s", socket_copy);
 			sd_notify(0, "READY=1\nSTATUS=running");

@@ -1891,7 +1891,7 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 			log_error("cannot start %s", err);
 			*ret = s; /* the caller shuts down and runs the loop to free */
 			s->exit_status = 1;
-			server_shutdown(s, true, 0);
+			server_shutdown(s, true, (uint64_t)config->shutdown_timeout_sec * 1000);
 			return r;
 		}
 	}
