@@ -125,6 +125,7 @@ typedef struct Conn {
 	size_t wbuf_len, wbuf_cap;
 	uv_write_t wreq;
 	bool writing, reading, eof, closing, close_after_flush;
+	bool processing; /* inside conn_process: a hold finishing there must not recurse */
 
 	Hold hold;
 	ProtoCall call; /* the held call (owned while held) */
@@ -467,11 +468,18 @@ static void hold_done(Conn *c)
 	conn_process(c);
 }
 
-static void hold_take_call(Conn *c, Hold hold, ProtoCall *call)
+/* Holds the connection with call (moved) and, if list is not NULL, waits
+ * in list. A connection closed meanwhile (a reply over its output limit)
+ * joins no list: it would be freed while still linked. */
+static void hold_take_call(Conn *c, Hold hold, ProtoCall *call, Link *list)
 {
 	c->hold = hold;
 	c->call = *call;
 	*call = (ProtoCall){ 0 }; /* moved */
+	if (c->closing)
+		return;
+	if (list)
+		list_push_back(list, &c->wait_link);
 	conn_update_reading(c);
 }
 
@@ -516,6 +524,16 @@ static void submit_continue(Conn *c, bool front)
 				list_push_back(&line->room_waiters, &c->wait_link);
 			conn_update_reading(c);
 			return;
+		}
+		if (r < 0 && line->retired && !s->shutting_down) {
+			/* A reload replaced the pipeline while this call was
+			 * held: its successor of the same name takes the jobs. */
+			Line *next = find_line(s, line->cfg.name);
+			if (next && !next->closing) {
+				jobtable_remove(&s->jobs, job);
+				c->line = line = next;
+				continue;
+			}
 		}
 		if (r < 0) {
 			jobtable_remove(&s->jobs, job);
@@ -658,13 +676,12 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	c->count = n;
 	c->batch = batch;
 	c->ids = json_array();
-	hold_take_call(c, HOLD_SUBMIT, call);
 	if (!list_empty(&line->room_waiters)) {
 		/* Others were held first: wait behind them. */
-		list_push_back(&line->room_waiters, &c->wait_link);
-		conn_update_reading(c);
+		hold_take_call(c, HOLD_SUBMIT, call, &line->room_waiters);
 		return;
 	}
+	hold_take_call(c, HOLD_SUBMIT, call, NULL);
 	submit_continue(c, false);
 }
 
@@ -731,8 +748,7 @@ static void method_wait_job(Conn *c, ProtoCall *call)
 		return;
 	}
 	c->wait_id = job->id;
-	hold_take_call(c, HOLD_WAIT, call);
-	list_push_back(&c->server->job_waiters, &c->wait_link);
+	hold_take_call(c, HOLD_WAIT, call, &c->server->job_waiters);
 }
 
 static void method_cancel_job(Conn *c, ProtoCall *call)
@@ -888,8 +904,7 @@ static void method_drain(Conn *c, ProtoCall *call)
 		reply(c, call, NULL, false);
 		return;
 	}
-	hold_take_call(c, HOLD_DRAIN, call);
-	list_push_back(&line->drain_waiters, &c->wait_link);
+	hold_take_call(c, HOLD_DRAIN, call, &line->drain_waiters);
 }
 
 static void line_close(Line *line)
@@ -915,8 +930,7 @@ static void method_close(Conn *c, ProtoCall *call)
 		reply(c, call, NULL, false);
 		return;
 	}
-	hold_take_call(c, HOLD_CLOSE, call);
-	list_push_back(&line->close_waiters, &c->wait_link);
+	hold_take_call(c, HOLD_CLOSE, call, &line->close_waiters);
 	line_close(line);
 }
 
@@ -1089,8 +1103,7 @@ static void method_watch(Conn *c, ProtoCall *call)
 		snprintf(c->watch, sizeof(c->watch), "%s", line->cfg.name);
 	}
 	reply(c, call, json_pack("{s:s}", "event", "watching"), true);
-	hold_take_call(c, HOLD_WATCH, call);
-	list_push_back(&c->server->watchers, &c->wait_link);
+	hold_take_call(c, HOLD_WATCH, call, &c->server->watchers);
 }
 
 /* ---- lines: creation, reload ------------------------------------------------ */
@@ -1264,8 +1277,8 @@ static int apply_config(Server *s, Config *next, json_t *added, json_t *removed,
 		if (r < 0) {
 			for (unsigned k = 0; k < i; k++)
 				if (fresh[k]) {
-					fresh[k]->retired = true;
-					line_close(fresh[k]);
+					list_push_back(&s->lines, &fresh[k]->link);
+					line_retire(fresh[k]);
 				}
 			return r;
 		}
@@ -1587,9 +1600,14 @@ static void conn_update_reading(Conn *c)
 	}
 }
 
-/* Answers the buffered calls, in order, until one holds. */
+/* Answers the buffered calls, in order, until one holds. A hold that ends
+ * while its own call is being handled (a Submit accepted at once) returns
+ * here instead of recursing, so a peer pipelining many calls costs no stack. */
 static void conn_process(Conn *c)
 {
+	if (c->processing)
+		return;
+	c->processing = true;
 	while (!c->closing && !c->close_after_flush && c->hold == HOLD_NONE) {
 		const char *msg;
 		size_t len;
@@ -1597,11 +1615,13 @@ static void conn_process(Conn *c)
 		if (r == 0)
 			break;
 		if (r < 0) {
+			c->processing = false;
 			conn_framing_broken(c);
 			return;
 		}
 		handle_message(c, msg, len);
 	}
+	c->processing = false;
 	if (c->closing)
 		return;
 	if (c->hold == HOLD_NONE) {
