@@ -335,12 +335,19 @@ static json_t *known_pipelines(Server *s)
 	return a;
 }
 
+/* An optional parameter is given (null counts as absent, as Varlink's ?type). */
+static bool has_param(const ProtoCall *call, const char *name)
+{
+	json_t *v = json_object_get(call->parameters, name);
+	return v && !json_is_null(v);
+}
+
 /* The line named by the call's "pipeline" parameter, or NULL after replying
  * with the error. */
 static Line *line_param(Conn *c, const ProtoCall *call, bool required)
 {
 	const char *name = NULL;
-	if (proto_param_string(call->parameters, "pipeline", required, &name) < 0) {
+	if (proto_param_string(call->parameters, "pipeline", required, &name) < 0 || !name) {
 		reply_invalid_parameter(c, call, "pipeline");
 		return NULL;
 	}
@@ -781,7 +788,7 @@ static void method_list_jobs(Conn *c, ProtoCall *call)
 		reply_invalid_parameter(c, call, unknown);
 		return;
 	}
-	if (json_object_get(call->parameters, "pipeline") && !(line = line_param(c, call, false)))
+	if (has_param(call, "pipeline") && !(line = line_param(c, call, false)))
 		return;
 	if (proto_param_string(call->parameters, "state", false, &state_name) < 0 ||
 	    (state_name && job_state_from_string(state_name, &state) < 0)) {
@@ -1066,7 +1073,7 @@ static void method_stats(Conn *c, ProtoCall *call)
 		return;
 	}
 	json_t *a = json_array();
-	if (json_object_get(call->parameters, "pipeline")) {
+	if (has_param(call, "pipeline")) {
 		Line *line = line_param(c, call, false);
 		if (!line) {
 			json_decref(a);
@@ -1096,7 +1103,7 @@ static void method_watch(Conn *c, ProtoCall *call)
 		return;
 	}
 	c->watch[0] = '\0';
-	if (json_object_get(call->parameters, "pipeline")) {
+	if (has_param(call, "pipeline")) {
 		Line *line = line_param(c, call, false);
 		if (!line)
 			return;
