@@ -34,6 +34,7 @@ struct Pipeline {
 	 * stages' own per-worker counters (see pipeline_stats). */
 	_Alignas(64) _Atomic uint64_t accepted;
 	_Atomic uint64_t lost_in_cascade; /* jobs failed because a next stage was closed: 0 */
+	_Atomic uint64_t discarded; /* cancelled jobs taken out of a queue (not by a worker) */
 };
 
 int pipeline_new(const char *name, const PipelineHooks *hooks, void *userdata, Pipeline **ret)
@@ -227,6 +228,31 @@ int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n)
 	return stage_set_workers(p->stages[stage], n);
 }
 
+static bool is_cancelled(void *item, void *userdata)
+{
+	Job *job = item;
+	return atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_CANCELLED;
+}
+
+size_t pipeline_discard_cancelled(Pipeline *p)
+{
+	size_t total = 0;
+	for (unsigned i = 0; i < p->n_stages; i++) {
+		Queue *q = stage_queue(p->stages[i]);
+		void *batch[64];
+		size_t n;
+		while ((n = queue_remove_if(q, is_cancelled, NULL, batch, ELEMENTSOF(batch))) > 0) {
+			atomic_fetch_add_explicit(&p->discarded, n, memory_order_relaxed);
+			for (size_t k = 0; k < n; k++) {
+				queue_task_done(q);
+				end_job(p, batch[k]);
+			}
+			total += n;
+		}
+	}
+	return total;
+}
+
 int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused)
 {
 	if (stage >= p->n_stages)
@@ -307,7 +333,7 @@ void pipeline_stats(Pipeline *p, PipelineStats *ret)
 	 * Stage counters are bumped just before the job is handed on, so for a
 	 * moment a job can be counted here and still in flight. */
 	ret->done = 0;
-	ret->cancelled = 0;
+	ret->cancelled = atomic_load(&p->discarded);
 	ret->failed = atomic_load(&p->lost_in_cascade);
 	for (unsigned i = 0; i < p->n_stages; i++) {
 		StageStats st;

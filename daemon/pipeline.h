@@ -94,6 +94,13 @@ int pipeline_try_submit(Pipeline *p, Job *job);
 /* See stage_set_workers; -ENOENT for a stage index out of range. */
 int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
 
+/* Ends at once every job that was cancelled (job_cancel) while it waits in a
+ * queue, instead of leaving it there until a worker reaches it: each goes
+ * through on_end with state JOB_CANCELLED (on the calling thread). For a
+ * stage whose workers are all busy for a long time, or paused. Returns how
+ * many jobs it ended. Never blocks beyond the queue locks. */
+size_t pipeline_discard_cancelled(Pipeline *p);
+
 /* See stage_pause; -ENOENT for a stage index out of range. */
 int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused);
 

@@ -247,6 +247,30 @@ void queue_close(Queue *q)
 		q->room_fn(q->room_userdata);
 }
 
+size_t queue_remove_if(Queue *q, bool (*match)(void *item, void *userdata), void *userdata,
+                       void **out, size_t max)
+{
+	size_t taken = 0;
+	pthread_mutex_lock(&q->lock);
+	size_t len = atomic_load_explicit(&q->length, memory_order_relaxed), kept = 0;
+	for (size_t i = 0; i < len; i++) {
+		void **slot = &q->ring[(q->head + i) % q->capacity];
+		void *item = *slot;
+		if (taken < max && match(item, userdata))
+			out[taken++] = item;
+		else
+			q->ring[(q->head + kept++) % q->capacity] = item;
+	}
+	for (size_t i = kept; i < len; i++)
+		q->ring[(q->head + i) % q->capacity] = NULL;
+	atomic_store_explicit(&q->length, kept, memory_order_relaxed);
+	bool wake = taken > 0 && q->waiting_putters > 0;
+	pthread_mutex_unlock(&q->lock);
+	if (wake)
+		pthread_cond_broadcast(&q->not_full);
+	return taken;
+}
+
 void queue_interrupt(Queue *q)
 {
 	pthread_mutex_lock(&q->lock);

@@ -102,6 +102,15 @@ void queue_join(Queue *q);
 /* Closes the queue and wakes every waiting putter and getter. Idempotent. */
 void queue_close(Queue *q);
 
+/* Takes out of the queue up to max items for which match(item, userdata)
+ * is true (called with the queue lock held: it must only look at the item),
+ * keeping the others in order, and stores them in out[]. The items taken
+ * still count as unfinished: the caller marks each done with
+ * queue_task_done. Wakes blocked putters if room was made. Returns how many
+ * were taken. */
+size_t queue_remove_if(Queue *q, bool (*match)(void *item, void *userdata), void *userdata,
+                       void **out, size_t max);
+
 /* Makes every getter that passes interrupt_seen return -EINTR once, whether
  * it is blocked now or calls queue_get later. Used by a stage to make idle
  * workers look at a changed worker count. */

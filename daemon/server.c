@@ -33,6 +33,10 @@
  * limit asked, so a page of long error messages still fits in a message. */
 #define LIST_PAGE_BUDGET (PROTO_MESSAGE_MAX / 2)
 
+/* After a shutdown, how long connections have to take the replies already
+ * collected for them before they are closed anyway. */
+#define SERVER_LINGER_MS 5000
+
 /* ---- intrusive circular lists ------------------------------------------ */
 
 typedef struct Link {
@@ -150,6 +154,7 @@ struct Server {
 	Mailbox mailbox;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t deadline;
+	uv_timer_t linger; /* after a stop: how long unsent replies may take */
 	bool deadline_armed;
 	Link lines, conns, job_waiters, watchers;
 	unsigned n_conns;
@@ -309,7 +314,7 @@ static void reply_invalid_parameter(Conn *c, const ProtoCall *call, const char *
 static void reply_limit(Conn *c, const ProtoCall *call, const char *name, uint64_t max)
 {
 	reply_error(c, call, PROTO_ERR_LIMIT_EXCEEDED,
-	            json_pack("{s:s,s:I}", "parameter", name, (json_int_t)max));
+	            json_pack("{s:s,s:I}", "parameter", name, "max", (json_int_t)max));
 }
 
 /* ---- lines ------------------------------------------------------------------ */
@@ -772,6 +777,9 @@ static void method_cancel_job(Conn *c, ProtoCall *call)
 		return;
 	}
 	reply(c, call, json_pack("{s:o}", "job", job_to_json(job, false)), false);
+	/* Out of its queue now, so that it ends even if the stage is paused or
+	 * its workers are busy for long. */
+	pipeline_discard_cancelled(((Line *)job->tracker)->pipeline);
 }
 
 static void method_list_jobs(Conn *c, ProtoCall *call)
@@ -1459,8 +1467,21 @@ static const char service_description[] =
         "error PermissionDenied ()\n\n"
         "error ExpectedMore ()\n";
 
+/* Replies InvalidParameter and returns true if call has a parameter not in
+ * known (NULL-terminated). */
+static bool refuse_unknown(Conn *c, const ProtoCall *call, const char *const *known)
+{
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown)
+		reply_invalid_parameter(c, call, unknown);
+	return unknown != NULL;
+}
+
 static void method_get_info(Conn *c, ProtoCall *call)
 {
+	static const char *const known[] = { NULL };
+	if (refuse_unknown(c, call, known))
+		return;
 	reply(c, call,
 	      json_pack("{s:s,s:s,s:s,s:s,s:[s,s]}", "vendor", "pipelined", "product", "pipelined",
 	                "version", PIPELINED_VERSION, "url", "https://varlink.org", "interfaces",
@@ -1470,7 +1491,10 @@ static void method_get_info(Conn *c, ProtoCall *call)
 
 static void method_get_interface_description(Conn *c, ProtoCall *call)
 {
+	static const char *const known[] = { "interface", NULL };
 	const char *name = NULL;
+	if (refuse_unknown(c, call, known))
+		return;
 	if (proto_param_string(call->parameters, "interface", true, &name) < 0) {
 		reply_invalid_parameter(c, call, "interface");
 		return;
@@ -1664,6 +1688,9 @@ static void conn_close(Conn *c)
 	list_remove(&c->link);
 	c->reading = false;
 	uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+	Server *s = c->server;
+	if (s->stopped && list_empty(&s->conns) && !uv_is_closing((uv_handle_t *)&s->linger))
+		uv_close((uv_handle_t *)&s->linger, NULL); /* the last one: done lingering */
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -1779,6 +1806,14 @@ static void close_handle(uv_handle_t *h)
 		uv_close(h, NULL);
 }
 
+/* The linger after a stop has passed: close who is left. */
+static void on_linger(uv_timer_t *t)
+{
+	Server *s = t->data;
+	while (!list_empty(&s->conns))
+		conn_close(container_of(s->conns.next, Conn, link));
+}
+
 /* Everything has stopped: close every handle so uv_run returns. */
 static void server_stop(Server *s)
 {
@@ -1795,17 +1830,31 @@ static void server_stop(Server *s)
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
 	close_handle((uv_handle_t *)&s->deadline);
-	/* Replies already collected get one non-blocking try. */
-	while (!list_empty(&s->conns)) {
-		Conn *c = container_of(s->conns.next, Conn, link);
-		if (c->out_len > 0 && !c->writing) {
-			uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
-			uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
-		}
-		conn_close(c);
+	if (s->abandoned) {
+		/* Workers still run: main exits without waiting for anything. */
+		while (!list_empty(&s->conns))
+			conn_close(container_of(s->conns.next, Conn, link));
+		return;
 	}
-	if (!s->abandoned) {
-		mailbox_close(&s->mailbox, NULL);
+	/* The last ended jobs first: their replies and events go out below. */
+	mailbox_close(&s->mailbox, NULL);
+	/* Every connection gets what was collected for it, then is closed; a
+	 * peer that does not read is given SERVER_LINGER_MS, not forever. */
+	for (Link *l = s->conns.next, *nx; l != &s->conns; l = nx) {
+		nx = l->next;
+		Conn *c = container_of(l, Conn, link);
+		hold_release(c); /* no call is answered any more */
+		c->close_after_flush = true;
+		conn_update_reading(c);
+		conn_flush(c);
+		if (!c->writing)
+			conn_close(c);
+	}
+	if (!list_empty(&s->conns))
+		uv_timer_start(&s->linger, on_linger, SERVER_LINGER_MS, 0);
+	else
+		close_handle((uv_handle_t *)&s->linger);
+	{
 		for (Link *l = s->lines.next, *nx; l != &s->lines; l = nx) {
 			nx = l->next;
 			line_maybe_free(container_of(l, Line, link));
@@ -1848,6 +1897,8 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 		for (Job *j = s->jobs.head; j; j = j->list_next)
 			if (!j->ended)
 				(void)job_cancel(j);
+		for (Link *l = s->lines.next; l != &s->lines; l = l->next)
+			pipeline_discard_cancelled(container_of(l, Line, link)->pipeline);
 	}
 	if (s->shutting_down)
 		return;
@@ -1902,6 +1953,8 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	}
 	uv_timer_init(loop, &s->deadline);
 	s->deadline.data = s;
+	uv_timer_init(loop, &s->linger);
+	s->linger.data = s;
 	uv_signal_init(loop, &s->sig_term);
 	uv_signal_init(loop, &s->sig_int);
 	uv_signal_init(loop, &s->sig_hup);

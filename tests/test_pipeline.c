@@ -387,19 +387,30 @@ START_TEST(test_pause_cancel_resume)
 	/* Job 3 waits in the queue: it can be cancelled, once. */
 	ck_assert_int_eq(job_cancel(jobs[3]), 0);
 	ck_assert_int_eq(job_cancel(jobs[3]), -EALREADY);
+	/* Job 4 too, and then discarded: it ends at once, in order kept. */
+	ck_assert_int_eq(job_cancel(jobs[4]), 0);
+	ck_assert_uint_eq(pipeline_discard_cancelled(p), 2);
+	ck_assert_uint_eq(r->failed, 2);
+	ck_assert_uint_eq(sstats(p, 0).queue.length, N - 2);
+	ck_assert_uint_eq(sstats(p, 0).queue.unfinished, N - 2);
+	ck_assert_uint_eq(pstats(p).cancelled, 2);
+	ck_assert_uint_eq(pipeline_discard_cancelled(p), 0);
+
+	/* Job 5, cancelled but not discarded, is skipped by its worker. */
+	ck_assert_int_eq(job_cancel(jobs[5]), 0);
 
 	/* Lowering the worker count retires a parked worker at once. */
 	ck_assert_int_eq(pipeline_set_workers(p, 0, 1), 0);
 	WAIT_UNTIL(sstats(p, 0).threads == 1);
-	ck_assert_uint_eq(sstats(p, 0).queue.length, N);
+	ck_assert_uint_eq(sstats(p, 0).queue.length, N - 2);
 
 	ck_assert_int_eq(pipeline_pause_stage(p, 0, false), 0);
 	pipeline_drain(p);
-	ck_assert_uint_eq(r->done, N - 1);
-	ck_assert_uint_eq(r->failed, 1); /* the cancelled one (not DONE) */
-	ck_assert_uint_eq(pstats(p).cancelled, 1);
-	ck_assert_uint_eq(sstats(p, 0).cancelled, 1);
-	ck_assert_uint_eq(sstats(p, 1).succeeded, N - 1); /* never reached b */
+	ck_assert_uint_eq(r->done, N - 3);
+	ck_assert_uint_eq(r->failed, 3); /* the cancelled ones (not DONE) */
+	ck_assert_uint_eq(pstats(p).cancelled, 3);
+	ck_assert_uint_eq(sstats(p, 0).cancelled, 1);     /* skipped by a worker */
+	ck_assert_uint_eq(sstats(p, 1).succeeded, N - 3); /* never reached b */
 	ck_assert_uint_eq(sstats(p, 0).parked, 0);
 	assert_each_ended_once(r);
 

@@ -1,0 +1,128 @@
+"""The daemon process: command line, configuration errors, its socket file,
+signals and exit statuses."""
+
+import os
+import signal
+import socket
+import subprocess
+import unittest
+
+from harness import HANG_GUARD, IFACE, PIPELINED, Daemon, E2ETestCase, stage
+
+PIPELINES = {"echo": [stage("only", "noop")]}
+
+
+def run(*args):
+    return subprocess.run([PIPELINED] + list(args), capture_output=True, text=True,
+                          timeout=HANG_GUARD, stdin=subprocess.DEVNULL)
+
+
+class CommandLine(E2ETestCase):
+
+    def bad_config(self):
+        """A Daemon (not started) whose file has a bad value on line 3."""
+        d = Daemon(self)
+        self.addCleanup(d.stop)
+        d.write_config(config_text="[daemon]\nStateDirectory = %s\nMaxConnections = many\n"
+                       "\n[pipeline echo]\n\n[stage echo/only]\nAction = noop\n" % d.state_dir)
+        return d
+
+    def test_bad_config_exits_78_with_one_line_naming_file_line_and_key(self):
+        """A bad value: exit 78 and one stderr line "FILE:LINE: KEY: ..."."""
+        d = self.bad_config()
+        d.spawn()
+        d.expected_status = 78
+        self.assertEqual(d.wait_exit(), 78)
+        lines = d.stderr().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("%s:3: MaxConnections" % d.conf, lines[0])
+        self.assertFalse(os.path.exists(d.sock))
+
+    def test_check_config_of_a_good_file(self):
+        """--check-config FILE of a good file exits 0 and says ok."""
+        d = Daemon(self, PIPELINES)
+        self.addCleanup(d.stop)
+        p = run("--check-config", d.conf)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("ok", p.stdout)
+        self.assertIn("echo", p.stdout)
+
+    def test_check_config_of_a_bad_file(self):
+        """--check-config FILE of a bad file exits 78 naming the line."""
+        d = self.bad_config()
+        p = run("--check-config", d.conf)
+        self.assertEqual(p.returncode, 78)
+        self.assertIn("%s:3" % d.conf, p.stderr)
+
+    def test_missing_config_file_exits_78(self):
+        """A configuration file that does not exist: exit 78 naming it."""
+        p = run("-c", "/nonexistent/pipelined.conf", "--socket", "/nonexistent/sock")
+        self.assertEqual(p.returncode, 78)
+        self.assertIn("/nonexistent/pipelined.conf", p.stderr)
+
+    def test_usage_error_exits_2(self):
+        """An unknown option or a stray argument exits 2."""
+        self.assertEqual(run("--frobnicate").returncode, 2)
+        self.assertEqual(run("-c", "x.conf", "extra").returncode, 2)
+
+    def test_help_and_version(self):
+        """--help and --version exit 0 and print."""
+        p = run("--help")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--check-config", p.stdout)
+        p = run("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertTrue(p.stdout.startswith("pipelined "))
+
+
+class SocketFile(E2ETestCase):
+
+    def test_stale_socket_file_is_replaced(self):
+        """A socket file nobody listens on (left by a crash) is removed and the daemon starts."""
+        d = self.start_daemon(PIPELINES, start=False)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(d.sock)
+        s.close()  # no unlink: the file stays
+        self.assertTrue(os.path.exists(d.sock))
+        d.start()
+        self.assertEqual(self.submit(self.connect(d), "echo"), 1)
+
+    def test_second_daemon_on_a_live_socket_refuses(self):
+        """A second daemon on the socket of a live one exits non-zero; the first keeps working."""
+        first = self.start_daemon(PIPELINES)
+        second = Daemon(self, PIPELINES)
+        self.addCleanup(second.stop)
+        second.spawn(socket_path=first.sock)
+        status = second.wait_exit()
+        second.expected_status = status
+        self.assertNotEqual(status, 0)
+        self.assertIn("another pipelined is running", second.stderr())
+        self.assertEqual(self.submit(self.connect(first), "echo"), 1)
+        self.assertTrue(os.path.exists(first.sock))
+
+    def test_sigterm_exits_0_and_removes_the_socket(self):
+        """SIGTERM: the daemon says it is exiting, exits 0 and removes its socket file."""
+        d = self.start_daemon(PIPELINES)
+        c = self.connect(d)
+        self.submit_batch(c, "echo", [{}] * 10)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.wait_exit(), 0)
+        self.assertIn("exiting", d.stderr())
+        self.assertFalse(os.path.exists(d.sock))
+
+    def test_sigint_exits_0(self):
+        """SIGINT shuts down like SIGTERM."""
+        d = self.start_daemon(PIPELINES)
+        d.signal(signal.SIGINT)
+        self.assertEqual(d.wait_exit(), 0)
+        self.assertFalse(os.path.exists(d.sock))
+
+    def test_state_directory_is_created(self):
+        """A missing StateDirectory is created at start."""
+        d = self.start_daemon(PIPELINES)
+        self.assertTrue(os.path.isdir(d.state_dir))
+        self.ok(self.connect(d), IFACE + ".Stats")
+
+
+if __name__ == "__main__":
+    unittest.main()
