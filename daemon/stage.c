@@ -171,6 +171,13 @@ static void *worker_main(void *arg)
 	Stage *s = w->stage;
 	unsigned done = 0; /* the job just handed on, to mark done with the next get */
 
+	/* "pl:<stage>" in top -H, ps -L and /proc (15 bytes at most). */
+	char comm[16] = "pl:";
+	size_t n = strnlen(s->name, sizeof(comm) - 4);
+	memcpy(comm + 3, s->name, n);
+	comm[3 + n] = '\0';
+	pthread_setname_np(pthread_self(), comm);
+
 	for (;;) {
 		void *item;
 		if (atomic_load_explicit(&s->paused, memory_order_relaxed)) {
