@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from harness import HANG_GUARD, IFACE, PIPELINED, Daemon, E2ETestCase, stage
+from harness import HANG_GUARD, IFACE, PIPELINED, Daemon, E2ETestCase, stage, wait_until
 
 PIPELINES = {"echo": [stage("only", "noop")]}
 
@@ -135,6 +135,12 @@ def switches(pid, tid):
     return n
 
 
+def thread_state(pid, tid):
+    """The one-letter state of a thread (R running, S sleeping, ...)."""
+    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 def own_threads(pid):
     """The daemon's own threads: the loop (the main thread) and the stage
     workers, named "pl:<stage>" (a sanitizer's helper threads are not ours)."""
@@ -157,6 +163,10 @@ class Idle(E2ETestCase):
         pid = d.proc.pid
         tids = own_threads(pid)
         self.assertEqual(len(tids), 1 + 5, tids)  # the loop and five workers
+        # The loop may still be finishing the Drain reply: start counting
+        # once every thread is asleep (state S: blocked in the kernel).
+        wait_until(lambda: all(thread_state(pid, t) == "S" for t in tids),
+                   "every thread of the daemon blocked")
         before = {t: switches(pid, t) for t in tids}
         # Not a timing assertion: a daemon that polls or keeps a periodic
         # timer wakes up within this window on any machine; one that blocks
