@@ -439,8 +439,16 @@ static void watchers_event(Server *s, const char *event, Line *line, const char 
 	json_t *params = json_pack("{s:s,s:s}", "event", event, "pipeline", line->cfg.name);
 	if (stage)
 		json_object_set_new(params, "stage", json_string(stage));
-	if (job)
-		json_object_set_new(params, "job", job_to_json(job, false));
+	if (job) {
+		json_t *o = job_to_json(job, false);
+		if (strcmp(event, "accepted") == 0 && o) {
+			/* As it was when accepted: a fast pipeline may have
+			 * moved it on (or ended it) by now. */
+			json_object_set_new(o, "state", json_string("queued"));
+			json_object_set_new(o, "stage", json_string(line->cfg.stages[0].name));
+		}
+		json_object_set_new(params, "job", o);
+	}
 	char *buf;
 	size_t len;
 	int r = proto_build_reply(params, true, &buf, &len);
@@ -488,10 +496,9 @@ static void hold_take_call(Conn *c, Hold hold, ProtoCall *call, Link *list)
 	c->hold = hold;
 	c->call = *call;
 	*call = (ProtoCall){ 0 }; /* moved */
-	if (c->closing)
-		return;
-	if (list)
-		list_push_back(list, &c->wait_link);
+	if (c->closing || !list)
+		return; /* no list: the caller tries first (a Submit usually fits) */
+	list_push_back(list, &c->wait_link);
 	conn_update_reading(c);
 }
 
@@ -643,11 +650,11 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *p = batch ? json_array_get(payloads, i) : one;
-		char name[32] = "payload";
-		if (batch)
-			snprintf(name, sizeof(name), "payloads[%zu]", i);
 		int r = json_is_object(p) ? payload_to_job(p, &jobs[i]) : -EINVAL;
 		if (r < 0) {
+			char name[48] = "payload";
+			if (batch)
+				snprintf(name, sizeof(name), "payloads[%zu]", i);
 			for (size_t k = 0; k < i; k++)
 				job_free(jobs[k]);
 			free(jobs);
