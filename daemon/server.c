@@ -20,6 +20,7 @@
 #include "proto/frame.h"
 #include "proto/limits.h"
 #include "proto/message.h"
+#include "proto/rawjson.h"
 #include "util.h"
 
 #define PIPELINED_VERSION "0.1.0"
@@ -495,6 +496,8 @@ static void hold_take_call(Conn *c, Hold hold, ProtoCall *call, Link *list)
 {
 	c->hold = hold;
 	c->call = *call;
+	c->call.raw = NULL; /* the frame reader's buffer moves on */
+	c->call.raw_len = 0;
 	*call = (ProtoCall){ 0 }; /* moved */
 	if (c->closing || !list)
 		return; /* no list: the caller tries first (a Submit usually fits) */
@@ -578,6 +581,17 @@ static void submit_continue(Conn *c, bool front)
 	hold_done(c);
 }
 
+/* A job whose payload is the client's own text, when it was sent compact
+ * (the common case, and what re-encoding would give): no json_dumps. */
+static int slice_to_job(const ProtoSlice *sl, Job **ret)
+{
+	if (sl->len > PROTO_PAYLOAD_MAX)
+		return -E2BIG;
+	if (sl->depth > PROTO_PAYLOAD_DEPTH_MAX)
+		return -ELOOP;
+	return job_new(1, sl->text, sl->len, ret); /* id given when accepted */
+}
+
 static int payload_to_job(json_t *payload, Job **ret)
 {
 	char *text = json_dumps(payload, JSON_COMPACT);
@@ -648,9 +662,16 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 		            json_pack("{s:s}", "reason", "out of memory"));
 		return;
 	}
+	/* The payloads' own text, if the message has it plainly. */
+	ProtoSlice *slices = call->raw ? malloc(n * sizeof(*slices) + 1) : NULL;
+	bool raw =
+	        slices && proto_raw_param(call->raw, call->raw_len, batch ? "payloads" : "payload",
+	                                  batch, slices, n) == (int)n;
 	for (size_t i = 0; i < n; i++) {
 		json_t *p = batch ? json_array_get(payloads, i) : one;
-		int r = json_is_object(p) ? payload_to_job(p, &jobs[i]) : -EINVAL;
+		int r = !json_is_object(p)         ? -EINVAL
+		        : raw && slices[i].compact ? slice_to_job(&slices[i], &jobs[i])
+		                                   : payload_to_job(p, &jobs[i]);
 		if (r < 0) {
 			char name[48] = "payload";
 			if (batch)
@@ -658,6 +679,7 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			for (size_t k = 0; k < i; k++)
 				job_free(jobs[k]);
 			free(jobs);
+			free(slices);
 			if (r == -E2BIG)
 				reply_limit(c, call, name, PROTO_PAYLOAD_MAX);
 			else if (r == -ELOOP) {
@@ -671,6 +693,7 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			return;
 		}
 	}
+	free(slices);
 
 	/* nowait: all or none. Only this thread puts into the first queue, so
 	 * the room seen now can only grow before the puts below. */

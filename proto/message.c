@@ -224,6 +224,8 @@ int proto_call_parse(const char *msg, size_t len, ProtoCall *ret, char *err, siz
 		         json_string_value(m));
 		goto out;
 	}
+	c.raw = msg;
+	c.raw_len = len;
 	r = parameters_of(root, &c.parameters, err, errlen);
 	if (r < 0)
 		goto out;

@@ -28,6 +28,10 @@ typedef struct ProtoCall {
 	json_t *parameters; /* borrowed from root: always an object ({} if absent) */
 	bool more;          /* the caller accepts several replies */
 	bool oneway;        /* the caller wants no reply */
+	/* The message text parsed (borrowed from proto_call_parse's caller):
+	 * valid only while that buffer is, so never in a call kept for later. */
+	const char *raw;
+	size_t raw_len;
 } ProtoCall;
 
 /* A parsed reply or error. */
