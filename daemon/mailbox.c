@@ -24,6 +24,13 @@ void mailbox_flush(Mailbox *m)
 	deliver_all(m);
 }
 
+void mailbox_set_prompt(Mailbox *m, bool prompt)
+{
+	atomic_store(&m->prompt, prompt);
+	if (prompt)
+		deliver_all(m); /* what was queued while nobody was woken */
+}
+
 static void on_async(uv_async_t *handle)
 {
 	deliver_all((Mailbox *)handle);
@@ -31,7 +38,7 @@ static void on_async(uv_async_t *handle)
 
 int mailbox_init(Mailbox *m, uv_loop_t *loop, MailboxFn fn, void *userdata)
 {
-	*m = (Mailbox){ .fn = fn, .userdata = userdata };
+	*m = (Mailbox){ .fn = fn, .userdata = userdata, .prompt = true };
 	int r = uv_async_init(loop, &m->async, on_async);
 	if (r < 0)
 		return r;
@@ -43,21 +50,26 @@ void mailbox_post(Mailbox *m, MailNode *node)
 {
 	node->next = NULL;
 	pthread_mutex_lock(&m->lock);
-	int was_empty = m->head == NULL;
+	bool was_empty = m->head == NULL;
 	if (was_empty)
 		m->head = node;
 	else
 		m->tail->next = node;
 	m->tail = node;
 	m->posts++;
-	if (was_empty)
+	/* Read under the lock: mailbox_set_prompt(true) stores before it
+	 * takes the lock to deliver, so a post that finds the list empty after
+	 * that delivery sees prompt set. */
+	bool wake = was_empty && atomic_load_explicit(&m->prompt, memory_order_relaxed);
+	if (wake)
 		m->wakeups++;
 	pthread_mutex_unlock(&m->lock);
 
 	/* Outside the lock: the loop may run the callback before this returns,
 	 * which is fine — it takes the list under the lock. A node posted to a
-	 * non-empty list is picked up by the wake-up its first node caused. */
-	if (was_empty)
+	 * non-empty list is picked up by the wake-up its first node caused (or,
+	 * with prompt off, by the loop's next flush). */
+	if (wake)
 		uv_async_send(&m->async);
 }
 

@@ -18,6 +18,8 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -38,6 +40,9 @@ struct Mailbox {
 	uint64_t posts;   /* nodes ever posted */
 	uint64_t wakeups; /* uv_async_send calls made */
 	uint64_t batches; /* callback runs that found at least one node */
+	/* Whether a post wakes the loop at all (see mailbox_set_prompt). Read
+	 * by posters after they drop the lock; written by the loop. */
+	_Atomic bool prompt;
 };
 
 /* Initialises m (storage is the caller's, and must stay put until the close
@@ -46,6 +51,14 @@ int mailbox_init(Mailbox *m, uv_loop_t *loop, MailboxFn fn, void *userdata);
 
 /* Appends node; any thread. Never blocks beyond the short list lock. */
 void mailbox_post(Mailbox *m, MailNode *node);
+
+/* prompt = true (the default): a post to an empty list wakes the loop.
+ * prompt = false: posts only queue; the loop takes them when it next calls
+ * mailbox_flush for a reason of its own. The daemon turns prompt off while
+ * nobody waits for a job to end, so that a job ending costs the loop no
+ * wake-up of its own. Turning it on delivers what is queued first, so that
+ * nothing stays behind without a wake-up to come. Loop thread only. */
+void mailbox_set_prompt(Mailbox *m, bool prompt);
 
 /* Delivers what is queued now, without waiting for the async wake-up (used
  * to take every job a pipeline posted before it reported its close). Loop

@@ -156,6 +156,11 @@ struct Server {
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t deadline;
 	uv_timer_t linger; /* after a stop: how long unsent replies may take */
+	/* Ended jobs: the mailbox wakes the loop for them only while someone
+	 * waits for a job to end (prompt_holds > 0, or a shutdown). Otherwise
+	 * they are taken before each poll (prepare) and before each read. */
+	uv_prepare_t take_ended;
+	unsigned prompt_holds; /* connections in WaitJob, Drain, Close or Watch */
 	bool deadline_armed;
 	Link lines, conns, job_waiters, watchers;
 	unsigned n_conns;
@@ -467,8 +472,22 @@ static void watchers_event(Server *s, const char *event, Line *line, const char 
 
 /* ---- holds ------------------------------------------------------------------ */
 
+/* Holds that wait for jobs to end: while there is one, every ended job
+ * wakes the loop at once. */
+static bool hold_is_prompt(Hold h)
+{
+	return h == HOLD_WAIT || h == HOLD_DRAIN || h == HOLD_CLOSE || h == HOLD_WATCH;
+}
+
+static void prompt_update(Server *s)
+{
+	mailbox_set_prompt(&s->mailbox, s->prompt_holds > 0 || s->shutting_down);
+}
+
 static void hold_release(Conn *c)
 {
+	if (hold_is_prompt(c->hold) && --c->server->prompt_holds == 0 && !c->server->stopped)
+		prompt_update(c->server);
 	list_remove(&c->wait_link);
 	for (size_t i = c->next; i < c->count; i++)
 		job_free(c->jobs[i]);
@@ -491,18 +510,27 @@ static void hold_done(Conn *c)
 
 /* Holds the connection with call (moved) and, if list is not NULL, waits
  * in list. A connection closed meanwhile (a reply over its output limit)
- * joins no list: it would be freed while still linked. */
+ * joins no list: it would be freed while still linked. A hold that waits for
+ * jobs to end turns the mailbox's wake-ups on, which first delivers the jobs
+ * that ended unannounced: that may answer this very call, so the caller must
+ * do nothing with the connection after this. */
 static void hold_take_call(Conn *c, Hold hold, ProtoCall *call, Link *list)
 {
-	c->hold = hold;
 	c->call = *call;
 	c->call.raw = NULL; /* the frame reader's buffer moves on */
 	c->call.raw_len = 0;
 	*call = (ProtoCall){ 0 }; /* moved */
-	if (c->closing || !list)
-		return; /* no list: the caller tries first (a Submit usually fits) */
+	if (c->closing) {
+		proto_call_done(&c->call);
+		return;
+	}
+	c->hold = hold;
+	if (!list)
+		return; /* a Submit: the caller tries first (it usually fits) */
 	list_push_back(list, &c->wait_link);
 	conn_update_reading(c);
+	if (hold_is_prompt(hold) && c->server->prompt_holds++ == 0)
+		prompt_update(c->server);
 }
 
 /* ---- submit ----------------------------------------------------------------- */
@@ -975,8 +1003,8 @@ static void method_close(Conn *c, ProtoCall *call)
 		reply(c, call, NULL, false);
 		return;
 	}
-	hold_take_call(c, HOLD_CLOSE, call, &line->close_waiters);
 	line_close(line);
+	hold_take_call(c, HOLD_CLOSE, call, &line->close_waiters);
 }
 
 /* Every worker of the line has exited after close. */
@@ -1620,6 +1648,9 @@ static void conn_framing_broken(Conn *c)
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
 	Conn *c = (Conn *)stream;
+	/* Jobs that ended while the loop slept, so that this peer's calls see
+	 * them (GetJob, Stats...). */
+	mailbox_flush(&c->server->mailbox);
 	if (nread > 0) {
 		int r = frame_reader_feed(&c->in, buf->base, (size_t)nread);
 		if (r == -EMSGSIZE) {
@@ -1860,6 +1891,7 @@ static void server_stop(Server *s)
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
 	close_handle((uv_handle_t *)&s->deadline);
+	close_handle((uv_handle_t *)&s->take_ended);
 	if (s->abandoned) {
 		/* Workers still run: main exits without waiting for anything. */
 		while (!list_empty(&s->conns))
@@ -1933,6 +1965,7 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 	if (s->shutting_down)
 		return;
 	s->shutting_down = true;
+	prompt_update(s); /* every job's end now matters at once */
 	/* Held submitters get ShuttingDown; jobs accepted before stay. */
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
 		Line *line = container_of(l, Line, link);
@@ -1951,6 +1984,12 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 }
 
 /* ---- life cycle ------------------------------------------------------------- */
+
+static void on_take_ended(uv_prepare_t *h)
+{
+	Server *s = h->data;
+	mailbox_flush(&s->mailbox);
+}
 
 int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server **ret)
 {
@@ -1985,6 +2024,13 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	s->deadline.data = s;
 	uv_timer_init(loop, &s->linger);
 	s->linger.data = s;
+	/* Before each poll: take the jobs that ended unannounced, so the
+	 * mailbox never holds more than one loop iteration's worth. A prepare
+	 * handle adds no wake-up: it runs only when the loop wakes anyway. */
+	uv_prepare_init(loop, &s->take_ended);
+	s->take_ended.data = s;
+	uv_prepare_start(&s->take_ended, on_take_ended);
+	prompt_update(s);
 	uv_signal_init(loop, &s->sig_term);
 	uv_signal_init(loop, &s->sig_int);
 	uv_signal_init(loop, &s->sig_hup);

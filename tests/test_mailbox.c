@@ -85,6 +85,68 @@ START_TEST(test_wakes_only_on_empty_to_nonempty)
 }
 END_TEST
 
+/* With prompt off, posts never wake the loop; turning it on delivers what
+ * waits, and the next post to the empty list wakes the loop again. */
+START_TEST(test_prompt_off_queues_silently)
+{
+	enum { N = 10 };
+	uv_loop_t loop;
+	Mailbox m;
+	Sink s = { .expected = N + 1, .close_when_done = true, .loop_thread = pthread_self() };
+	Item items[N + 1];
+	uint64_t posts, wakeups;
+
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_int_eq(mailbox_init(&m, &loop, on_item, &s), 0);
+	mailbox_set_prompt(&m, false);
+	for (unsigned i = 0; i < N; i++) {
+		items[i] = (Item){ .seq = i + 1 };
+		mailbox_post(&m, &items[i].node);
+	}
+	mailbox_counters(&m, &posts, &wakeups, NULL);
+	ck_assert_uint_eq(posts, N);
+	ck_assert_uint_eq(wakeups, 0);
+	ck_assert_int_ne(uv_run(&loop, UV_RUN_NOWAIT), 0); /* no wake-up: nothing delivered */
+	ck_assert_uint_eq(s.got, 0);
+
+	mailbox_flush(&m); /* the loop takes them when it wants */
+	ck_assert_uint_eq(s.got, N);
+
+	mailbox_set_prompt(&m, true);
+	items[N] = (Item){ .seq = N + 1 };
+	mailbox_post(&m, &items[N].node);
+	mailbox_counters(&m, NULL, &wakeups, NULL);
+	ck_assert_uint_eq(wakeups, 1);
+	ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0); /* delivered, then closed */
+	ck_assert_uint_eq(s.got, N + 1);
+	ck_assert_uint_eq(s.order_errors, 0);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
+/* Turning prompt on delivers what was queued while it was off. */
+START_TEST(test_prompt_on_delivers_the_backlog)
+{
+	uv_loop_t loop;
+	Mailbox m;
+	Sink s = { .expected = 3, .close_when_done = false, .loop_thread = pthread_self() };
+	Item items[3];
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_int_eq(mailbox_init(&m, &loop, on_item, &s), 0);
+	mailbox_set_prompt(&m, false);
+	for (unsigned i = 0; i < 3; i++) {
+		items[i] = (Item){ .seq = i + 1 };
+		mailbox_post(&m, &items[i].node);
+	}
+	ck_assert_uint_eq(s.got, 0);
+	mailbox_set_prompt(&m, true);
+	ck_assert_uint_eq(s.got, 3);
+	mailbox_close(&m, NULL);
+	ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(test_many_posters_nothing_lost_order_kept)
 {
 	enum { T = 4, N = 20000 };
@@ -201,6 +263,8 @@ int main(void)
 	Suite *s = suite_create("mailbox");
 	TCase *tc = tcase("core");
 	tcase_add_test(tc, test_wakes_only_on_empty_to_nonempty);
+	tcase_add_test(tc, test_prompt_off_queues_silently);
+	tcase_add_test(tc, test_prompt_on_delivers_the_backlog);
 	tcase_add_test(tc, test_many_posters_nothing_lost_order_kept);
 	tcase_add_test(tc, test_pipeline_ends_jobs_on_the_loop_thread);
 	suite_add_tcase(s, tc);
