@@ -192,7 +192,7 @@ int pipeline_start(Pipeline *p)
 	return 0;
 }
 
-static int submit(Pipeline *p, Job *job, bool wait)
+static int submit(Pipeline *p, Job *job, bool wait, bool defer)
 {
 	if (!atomic_load(&p->started))
 		return -EINVAL;
@@ -202,7 +202,9 @@ static int submit(Pipeline *p, Job *job, bool wait)
 	 * drop to zero while it travels. */
 	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
 	Queue *q = stage_queue(p->stages[0]);
-	int r = wait ? queue_put(q, job) : queue_try_put_arm(q, job);
+	int r = wait    ? queue_put(q, job)
+	        : defer ? queue_try_put_arm_deferred(q, job)
+	                : queue_try_put_arm(q, job);
 	if (r < 0) {
 		in_flight_dec(p);
 		return r;
@@ -213,12 +215,22 @@ static int submit(Pipeline *p, Job *job, bool wait)
 
 int pipeline_submit(Pipeline *p, Job *job)
 {
-	return submit(p, job, true);
+	return submit(p, job, true, false);
 }
 
 int pipeline_try_submit(Pipeline *p, Job *job)
 {
-	return submit(p, job, false);
+	return submit(p, job, false, false);
+}
+
+int pipeline_try_submit_deferred(Pipeline *p, Job *job)
+{
+	return submit(p, job, false, true);
+}
+
+void pipeline_wake_deferred(Pipeline *p)
+{
+	queue_wake_deferred(stage_queue(p->stages[0]));
 }
 
 int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n)

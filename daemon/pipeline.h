@@ -91,6 +91,12 @@ int pipeline_start(Pipeline *p);
 int pipeline_submit(Pipeline *p, Job *job);
 int pipeline_try_submit(Pipeline *p, Job *job);
 
+/* As pipeline_try_submit, but the first stage's worker that waits for the
+ * job is woken only by pipeline_wake_deferred (see queue_try_put_arm_deferred),
+ * which the caller must call before it next blocks. */
+int pipeline_try_submit_deferred(Pipeline *p, Job *job);
+void pipeline_wake_deferred(Pipeline *p);
+
 /* See stage_set_workers; -ENOENT for a stage index out of range. */
 int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
 

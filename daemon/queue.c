@@ -32,6 +32,7 @@ struct Queue {
 	QueueRoomFn room_fn; /* immutable once shared */
 	void *room_userdata;
 	bool room_wanted; /* armed by a failed queue_try_put_arm */
+	unsigned deferred_wakes; /* signals owed to waiting getters (queue_wake_deferred) */
 };
 
 int queue_new(size_t capacity, Queue **ret)
@@ -114,7 +115,7 @@ int queue_put(Queue *q, void *item)
 	return 0;
 }
 
-static int try_put(Queue *q, void *item, bool arm)
+static int try_put(Queue *q, void *item, bool arm, bool defer)
 {
 	assert(item);
 	int r = 0;
@@ -126,8 +127,13 @@ static int try_put(Queue *q, void *item, bool arm)
 		r = -EAGAIN;
 		if (arm && q->room_fn)
 			q->room_wanted = true;
-	} else
+	} else {
 		wake = push_locked(q, item);
+		if (wake && defer) {
+			q->deferred_wakes++;
+			wake = false;
+		}
+	}
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_empty);
@@ -136,12 +142,28 @@ static int try_put(Queue *q, void *item, bool arm)
 
 int queue_try_put(Queue *q, void *item)
 {
-	return try_put(q, item, false);
+	return try_put(q, item, false, false);
 }
 
 int queue_try_put_arm(Queue *q, void *item)
 {
-	return try_put(q, item, true);
+	return try_put(q, item, true, false);
+}
+
+int queue_try_put_arm_deferred(Queue *q, void *item)
+{
+	return try_put(q, item, true, true);
+}
+
+void queue_wake_deferred(Queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	unsigned n = q->deferred_wakes;
+	q->deferred_wakes = 0;
+	pthread_mutex_unlock(&q->lock);
+	/* A getter woken for an item another took meanwhile waits again. */
+	while (n-- > 0)
+		pthread_cond_signal(&q->not_empty);
 }
 
 void queue_set_room_callback(Queue *q, QueueRoomFn fn, void *userdata)

@@ -79,6 +79,13 @@ typedef void (*QueueRoomFn)(void *userdata);
 void queue_set_room_callback(Queue *q, QueueRoomFn fn, void *userdata);
 int queue_try_put_arm(Queue *q, void *item);
 
+/* As queue_try_put_arm, but a getter waiting for the item is not woken now:
+ * the wake-up is owed until queue_wake_deferred, which the producer must
+ * call before it blocks or sleeps (the event loop: before each poll). Lets
+ * the loop send its reply before a worker competes with it for a core. */
+int queue_try_put_arm_deferred(Queue *q, void *item);
+void queue_wake_deferred(Queue *q);
+
 /* Takes the oldest item, blocking while the queue is empty and open.
  * Returns 0 and the item in *ret_item; -EPIPE when the queue is closed and
  * empty; -EINTR if interrupt_seen is not NULL and queue_interrupt was called

@@ -115,6 +115,7 @@ typedef struct Line {
 	uint64_t ended;     /* jobs back through the mailbox, for the retry hint */
 	uint64_t started_usec;
 	bool closing, closed, retired, freeing;
+	bool wake_owed; /* submitted with the worker's wake-up deferred (before each poll) */
 } Line;
 
 typedef struct Conn {
@@ -201,6 +202,22 @@ static void conn_flush(Conn *c)
 {
 	if (c->writing || c->out_len == 0 || c->closing)
 		return;
+	/* Straight to the socket when it takes it all (the usual case): a
+	 * write request would also cost an epoll_ctl per reply in libuv 1.44. */
+	uv_buf_t direct = uv_buf_init(c->out, (unsigned)c->out_len);
+	int n = uv_try_write((uv_stream_t *)&c->pipe, &direct, 1);
+	if (n > 0) {
+		memmove(c->out, c->out + n, c->out_len - (size_t)n);
+		c->out_len -= (size_t)n;
+		if (c->out_len == 0) {
+			if (c->close_after_flush)
+				conn_close(c);
+			return;
+		}
+	} else if (n < 0 && n != UV_EAGAIN) {
+		conn_close(c);
+		return;
+	}
 	/* Swap buffers: what was collected goes out in one write, and new
 	 * replies collect in the other buffer meanwhile. */
 	char *b = c->wbuf;
@@ -565,7 +582,8 @@ static void submit_continue(Conn *c, bool front)
 		job->id = s->next_id;
 		job->tracker = line;
 		jobtable_add(&s->jobs, job);
-		int r = pipeline_try_submit(line->pipeline, job);
+		int r = pipeline_try_submit_deferred(line->pipeline, job);
+		line->wake_owed = true;
 		if (r == -EAGAIN) {
 			jobtable_remove(&s->jobs, job);
 			if (front)
@@ -1985,9 +2003,19 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 
 /* ---- life cycle ------------------------------------------------------------- */
 
+/* Before each poll: wake the workers owed a wake-up for jobs submitted in
+ * this iteration (after the replies went out), then take the jobs that
+ * ended unannounced. */
 static void on_take_ended(uv_prepare_t *h)
 {
 	Server *s = h->data;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		if (line->wake_owed && line->pipeline) {
+			line->wake_owed = false;
+			pipeline_wake_deferred(line->pipeline);
+		}
+	}
 	mailbox_flush(&s->mailbox);
 }
 
