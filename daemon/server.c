@@ -334,6 +334,16 @@ static void reply_invalid_parameter(Conn *c, const ProtoCall *call, const char *
 	reply_error(c, call, PROTO_ERR_INVALID_PARAMETER, json_pack("{s:s}", "parameter", name));
 }
 
+/* Replies InvalidParameter and returns true if call has a parameter not in
+ * known (NULL-terminated). */
+static bool refuse_unknown(Conn *c, const ProtoCall *call, const char *const *known)
+{
+	const char *unknown = proto_param_unknown(call->parameters, known);
+	if (unknown)
+		reply_invalid_parameter(c, call, unknown);
+	return unknown != NULL;
+}
+
 static void reply_limit(Conn *c, const ProtoCall *call, const char *name, uint64_t max)
 {
 	reply_error(c, call, PROTO_ERR_LIMIT_EXCEEDED,
@@ -664,11 +674,8 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	static const char *const known1[] = { "pipeline", "payload", "nowait", NULL };
 	static const char *const known2[] = { "pipeline", "payloads", "nowait", NULL };
 	Server *s = c->server;
-	const char *unknown = proto_param_unknown(call->parameters, batch ? known2 : known1);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, batch ? known2 : known1))
 		return;
-	}
 	json_t *payloads = NULL, *one = NULL;
 	bool nowait = false;
 	if (batch) {
@@ -803,11 +810,8 @@ static Job *job_param(Conn *c, const ProtoCall *call)
 {
 	static const char *const known[] = { "id", NULL };
 	int64_t id = 0;
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return NULL;
-	}
 	if (proto_param_int(call->parameters, "id", true, 1, INT64_MAX, &id) < 0) {
 		reply_invalid_parameter(c, call, "id");
 		return NULL;
@@ -862,16 +866,13 @@ static void method_list_jobs(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", "state", "after_id", "limit", NULL };
 	Server *s = c->server;
-	const char *unknown = proto_param_unknown(call->parameters, known);
 	const char *state_name = NULL;
 	int64_t after = 0, limit = PROTO_LIST_DEFAULT;
 	JobState state = 0;
 	Line *line = NULL;
 
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	if (has_param(call, "pipeline") && !(line = line_param(c, call, false)))
 		return;
 	if (proto_param_string(call->parameters, "state", false, &state_name) < 0 ||
@@ -983,11 +984,8 @@ static void on_job_dropped(void *userdata, Job *job)
 static void method_drain(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	Line *line = line_param(c, call, true);
 	if (!line)
 		return;
@@ -1009,11 +1007,8 @@ static void line_close(Line *line)
 static void method_close(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	Line *line = line_param(c, call, true);
 	if (!line)
 		return;
@@ -1054,12 +1049,9 @@ static void on_closed_async(uv_async_t *h)
 static void method_pause_resume(Conn *c, ProtoCall *call, bool pause)
 {
 	static const char *const known[] = { "pipeline", "stage", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
 	unsigned stage;
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	Line *line = line_param(c, call, true);
 	if (!line || stage_param(c, call, line, &stage) < 0)
 		return;
@@ -1086,13 +1078,10 @@ static void method_resume(Conn *c, ProtoCall *call)
 static void method_set_workers(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", "stage", "workers", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
 	unsigned stage;
 	int64_t n;
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	Line *line = line_param(c, call, true);
 	if (!line || stage_param(c, call, line, &stage) < 0)
 		return;
@@ -1151,11 +1140,8 @@ static json_t *line_stats(Line *line)
 static void method_stats(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	json_t *a = json_array();
 	if (has_param(call, "pipeline")) {
 		Line *line = line_param(c, call, false);
@@ -1177,11 +1163,8 @@ static void method_stats(Conn *c, ProtoCall *call)
 static void method_watch(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	if (!call->more) {
 		reply_error(c, call, PROTO_ERR_EXPECTED_MORE, NULL);
 		return;
@@ -1475,11 +1458,8 @@ int server_reload_and_log(Server *s)
 static void method_reload(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	if (c->server->shutting_down) {
 		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
 		return;
@@ -1505,13 +1485,10 @@ static void method_reload(Conn *c, ProtoCall *call)
 static void method_shutdown(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "mode", "timeout_ms", NULL };
-	const char *unknown = proto_param_unknown(call->parameters, known);
 	const char *mode = "drain";
 	int64_t timeout = (int64_t)c->server->config->shutdown_timeout_sec * 1000;
-	if (unknown) {
-		reply_invalid_parameter(c, call, unknown);
+	if (refuse_unknown(c, call, known))
 		return;
-	}
 	if (proto_param_string(call->parameters, "mode", false, &mode) < 0 ||
 	    (strcmp(mode, "drain") != 0 && strcmp(mode, "now") != 0)) {
 		reply_invalid_parameter(c, call, "mode");
@@ -1542,16 +1519,6 @@ static const char service_description[] =
         "error InvalidParameter (parameter: string)\n\n"
         "error PermissionDenied ()\n\n"
         "error ExpectedMore ()\n";
-
-/* Replies InvalidParameter and returns true if call has a parameter not in
- * known (NULL-terminated). */
-static bool refuse_unknown(Conn *c, const ProtoCall *call, const char *const *known)
-{
-	const char *unknown = proto_param_unknown(call->parameters, known);
-	if (unknown)
-		reply_invalid_parameter(c, call, unknown);
-	return unknown != NULL;
-}
 
 static void method_get_info(Conn *c, ProtoCall *call)
 {
