@@ -99,6 +99,36 @@ class Backpressure(E2ETestCase):
         self.assertEqual((st["accepted"], st["done"], st["in_flight"], st["waiting_clients"]),
                          (total, total, 0, 0))
 
+    def test_input_behind_a_held_wait_is_bounded(self):
+        """Behind a held WaitJob the daemon buffers a bounded amount of input
+        (HOLD_INPUT_MAX, 64 KiB), then stops reading; afterwards every call is answered."""
+        a = self.connect(self.daemon)
+        a.send_call(IFACE + ".WaitJob", {"id": self.first_ids[0]})  # queued, stage paused
+        a.sock.setblocking(False)
+        call = a.encode_call("org.varlink.service.GetInfo", {})
+        sent, pending, blocked = 0, b"", False
+        while sent * len(call) < 16 << 20:
+            out = pending or call
+            try:
+                n = a.sock.send(out)
+            except BlockingIOError:
+                if select.select([], [a.sock], [], 0.25)[1]:
+                    continue  # room again: only a reading daemon makes room
+                blocked = True
+                break
+            pending = out[n:]
+            if not pending:
+                sent += 1
+        self.assertTrue(blocked, "the daemon kept reading behind a held call (%d calls)" % sent)
+        a.sock.settimeout(HANG_GUARD)
+        self.resume(self.b, "bp", "first")
+        if pending:
+            a.send_raw(pending)
+            sent += 1
+        self.assertEqual(self.assertReply(a.recv())["job"]["state"], "done")
+        for _ in range(sent):
+            self.assertEqual(self.assertReply(a.recv())["product"], "pipelined")
+
     def test_held_clients_are_served_first_come_first_served(self):
         """Two held clients get their replies in the order they were held."""
         a = self.hold_a()
