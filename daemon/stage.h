@@ -14,6 +14,11 @@
  * Close: stage_close closes the input queue. Workers finish what is queued,
  * then exit; the last one to exit calls hooks->on_exited, once.
  *
+ * Pause: stage_pause parks the workers on a condition variable between
+ * jobs (counted in StageStats.parked); a resume, a close or a lower worker
+ * count wakes them. A worker that takes a job cancelled while it waited
+ * (job_cancel) skips it: the job ends cancelled without running.
+ *
  * Owns: the queue, the action, the worker threads (joined by stage_join or
  * reaped by a later stage_set_workers). Borrows: hooks and userdata.
  *
