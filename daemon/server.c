@@ -162,7 +162,6 @@ struct Server {
 	 * they are taken before each poll (prepare) and before each read. */
 	uv_prepare_t take_ended;
 	unsigned prompt_holds; /* connections in WaitJob, Drain, Close or Watch */
-	bool deadline_armed;
 	Link lines, conns, job_waiters, watchers;
 	unsigned n_conns;
 	uint64_t conn_numbers;
@@ -1963,8 +1962,7 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 	}
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
 		line_close(container_of(l, Line, link));
-	if (uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0) == 0)
-		s->deadline_armed = true;
+	uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0);
 	check_shutdown_done(s);
 }
 
