@@ -289,8 +289,10 @@ static void conn_send(Conn *c, const char *msg, size_t len)
 	conn_flush(c);
 }
 
-/* Sends a reply (params stolen, may be NULL) unless the call was oneway. */
-static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues)
+/* Sends a reply, or the error named error if not NULL (params stolen, may be
+ * NULL), unless the call was oneway. */
+static void send_message(Conn *c, const ProtoCall *call, const char *error, json_t *params,
+                         bool continues)
 {
 	char *buf;
 	size_t len;
@@ -298,7 +300,8 @@ static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues
 		json_decref(params);
 		return;
 	}
-	int r = proto_build_reply(params, continues, &buf, &len);
+	int r = error ? proto_build_error(error, params, &buf, &len)
+	              : proto_build_reply(params, continues, &buf, &len);
 	json_decref(params);
 	if (r < 0) {
 		log_error("connection %" PRIu64 ": cannot build a reply: %s", c->number,
@@ -310,22 +313,14 @@ static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues
 	free(buf);
 }
 
+static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues)
+{
+	send_message(c, call, NULL, params, continues);
+}
+
 static void reply_error(Conn *c, const ProtoCall *call, const char *error, json_t *params)
 {
-	char *buf;
-	size_t len;
-	if (call && call->oneway) {
-		json_decref(params);
-		return;
-	}
-	int r = proto_build_error(error, params, &buf, &len);
-	json_decref(params);
-	if (r < 0) {
-		conn_close(c);
-		return;
-	}
-	conn_send(c, buf, len);
-	free(buf);
+	send_message(c, call, error, params, false);
 }
 
 static void reply_invalid_parameter(Conn *c, const ProtoCall *call, const char *name)

@@ -13,6 +13,31 @@ PIPELINES = {
 }
 
 
+def send_until_blocked(conn, next_call):
+    """Sends next_call(i) for i = 0, 1, ... on conn's socket, non-blocking,
+    until the kernel takes no more and no room comes back. A daemon that kept
+    reading would make room: the loop would go on until the daemon had read
+    far more than socket buffers hold (16 MiB). Returns (blocked, whole calls
+    sent, bytes sent, the unsent rest of a call the kernel took only part
+    of); the socket is left non-blocking."""
+    conn.sock.setblocking(False)
+    sent = sent_bytes = 0
+    pending = b""
+    while sent_bytes < 16 << 20:
+        out = pending or next_call(sent)
+        try:
+            n = conn.sock.send(out)
+        except BlockingIOError:
+            if select.select([], [conn.sock], [], 0.25)[1]:
+                continue  # room again: only a reading daemon makes room
+            return True, sent, sent_bytes, pending
+        sent_bytes += n
+        pending = out[n:]
+        if not pending:
+            sent += 1
+    return False, sent, sent_bytes, pending
+
+
 class Backpressure(E2ETestCase):
 
     def setUp(self):
@@ -58,28 +83,8 @@ class Backpressure(E2ETestCase):
         """A held client's writes fill the socket (the daemon reads no more); on resume
         every call is answered, in order, and every job completes."""
         a = self.hold_a()
-        a.sock.setblocking(False)
-        sent = 0          # whole Submits handed to the kernel
-        sent_bytes = 0
-        pending = b""     # the rest of a Submit the kernel took only part of
-        blocked = False
-        # Send until the kernel takes no more and no room comes back. A daemon
-        # that kept reading would make room: the loop would go on until the
-        # daemon had read far more than socket buffers hold (16 MiB).
-        while sent_bytes < 16 << 20:
-            out = pending or a.encode_call(
-                IFACE + ".Submit", {"pipeline": "bp", "payload": {"i": sent}})
-            try:
-                n = a.sock.send(out)
-            except BlockingIOError:
-                if select.select([], [a.sock], [], 0.25)[1]:
-                    continue  # room again: only a reading daemon makes room
-                blocked = True
-                break
-            sent_bytes += n
-            pending = out[n:]
-            if not pending:
-                sent += 1
+        blocked, sent, sent_bytes, pending = send_until_blocked(
+            a, lambda i: a.encode_call(IFACE + ".Submit", {"pipeline": "bp", "payload": {"i": i}}))
         self.assertTrue(blocked, "the daemon read %d bytes of Submits from a held client"
                         % sent_bytes)
         st = self.stats(self.b, "bp")
@@ -104,21 +109,8 @@ class Backpressure(E2ETestCase):
         (HOLD_INPUT_MAX, 64 KiB), then stops reading; afterwards every call is answered."""
         a = self.connect(self.daemon)
         a.send_call(IFACE + ".WaitJob", {"id": self.first_ids[0]})  # queued, stage paused
-        a.sock.setblocking(False)
         call = a.encode_call("org.varlink.service.GetInfo", {})
-        sent, pending, blocked = 0, b"", False
-        while sent * len(call) < 16 << 20:
-            out = pending or call
-            try:
-                n = a.sock.send(out)
-            except BlockingIOError:
-                if select.select([], [a.sock], [], 0.25)[1]:
-                    continue  # room again: only a reading daemon makes room
-                blocked = True
-                break
-            pending = out[n:]
-            if not pending:
-                sent += 1
+        blocked, sent, _, pending = send_until_blocked(a, lambda i: call)
         self.assertTrue(blocked, "the daemon kept reading behind a held call (%d calls)" % sent)
         a.sock.settimeout(HANG_GUARD)
         self.resume(self.b, "bp", "first")

@@ -250,6 +250,18 @@ class Reload(E2ETestCase):
         old_job = self.wait_job(self.c, old)
         self.assertEqual((old_job["state"], old_job["payload"]), ("done", {"v": 1}))
 
+    def test_submit_held_on_a_replaced_pipeline_moves_to_its_successor(self):
+        """A Submit held by a full queue when a reload replaces the pipeline goes to the new one."""
+        self.pause(self.c, "other", "only")
+        self.submit_batch(self.c, "other", [{}] * 64)  # the default capacity: full
+        a = self.connect(self.daemon)
+        a.send_call(IFACE + ".Submit", {"pipeline": "other", "payload": {"held": 1}})
+        self.wait_stats(self.c, "other", lambda s: s["waiting_clients"] == 1, "A is held")
+        p = self.reload(dict(PIPELINES, other=[stage("only", "rewrite")]))
+        self.assertEqual(p["replaced"], ["other"])
+        job = self.wait_job(self.c, self.assertReply(a.recv())["id"])
+        self.assertEqual(job["payload"], {"stage": "only", "input": {"held": 1}})
+
     def test_invalid_file_is_config_invalid_and_changes_nothing(self):
         """A bad file is ConfigInvalid with file, line and reason; the pipelines stay as they were."""
         before = self.ok(self.c, IFACE + ".Stats")
