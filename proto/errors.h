@@ -21,6 +21,7 @@
 #define PROTO_ERR_PIPELINE_CLOSED "io.pipelined.PipelineClosed"
 #define PROTO_ERR_SHUTTING_DOWN "io.pipelined.ShuttingDown"
 #define PROTO_ERR_JOB_NOT_CANCELLABLE "io.pipelined.JobNotCancellable"
+#define PROTO_ERR_JOB_NOT_REQUEUEABLE "io.pipelined.JobNotRequeueable"
 #define PROTO_ERR_INVALID_MESSAGE "io.pipelined.InvalidMessage"
 #define PROTO_ERR_MESSAGE_TOO_LARGE "io.pipelined.MessageTooLarge"
 #define PROTO_ERR_LIMIT_EXCEEDED "io.pipelined.LimitExceeded"
