@@ -102,26 +102,32 @@ static void print_pipeline_stats(Ctl *ctl, json_t *p)
 	}
 	putchar('\n');
 
-	static const char *const headers[] = { "STAGE",  "WORKERS", "QUEUE", "DONE",
-		                               "FAILED", "PAUSED",  "ACTION" };
-	Table *t = table_new(7, headers);
+	static const char *const headers[] = { "STAGE",  "WORKERS", "QUEUE",  "DONE",
+		                               "FAILED", "RETRIES", "PAUSED", "ACTION" };
+	Table *t = table_new(8, headers);
 	if (!t) {
 		ctl_oom(ctl);
 		return;
 	}
+	table_fit(t, ctl->columns, fmt_ellipsis(ctl));
 	json_array_foreach(stages, i, st)
 	{
-		char workers[2 * FMT_BUF + 1], queue[2 * FMT_BUF + 1];
+		char workers[2 * FMT_BUF + 1], queue[3 * FMT_BUF + 16], retrying[FMT_BUF + 16] = "";
 		snprintf(workers, sizeof(workers), "%s/%s", fmt_count(iget(st, "busy"), b[0]),
 		         fmt_count(iget(st, "workers"), b[1]));
-		snprintf(queue, sizeof(queue), "%s/%s", fmt_count(iget(st, "queue_length"), b[0]),
-		         fmt_count(iget(st, "queue_capacity"), b[1]));
+		/* Jobs waiting for another attempt take room in the queue. */
+		if (iget(st, "retrying") > 0)
+			snprintf(retrying, sizeof(retrying), " (%s retrying)",
+			         fmt_count(iget(st, "retrying"), b[0]));
+		snprintf(queue, sizeof(queue), "%s/%s%s", fmt_count(iget(st, "queue_length"), b[0]),
+		         fmt_count(iget(st, "queue_capacity"), b[1]), retrying);
 		const char *cells[] = {
 			sget(st, "name"),
 			workers,
 			queue,
 			fmt_count(iget(st, "succeeded"), b[2]),
 			fmt_count(iget(st, "failed"), b[3]),
+			fmt_count(iget(st, "retries"), b[4]),
 			json_is_true(json_object_get(st, "paused")) ? "yes" : "no",
 			sget(st, "action"),
 		};
@@ -225,7 +231,7 @@ static int pipeline_wait_call(Ctl *ctl, const VerbArgs *a, const char *method, c
 	int ex = ctl_connect(ctl);
 	if (ex != EXIT_OK)
 		return ex;
-	ctl_progress(ctl, "%s %s%s", doing, a->args[0], ctl->utf8 ? "…" : "...");
+	ctl_progress(ctl, "%s %s%s", doing, a->args[0], fmt_ellipsis(ctl));
 	ex = call_quiet(ctl, what, method, json_pack("{s:s}", "pipeline", a->args[0]));
 	ctl_progress_end(ctl);
 	return ex;

@@ -267,8 +267,7 @@ static long long pint(json_t *params, const char *key)
 	return (long long)json_integer_value(json_object_get(params, key));
 }
 
-/* A parameter holding an array of names, as "a, b, c" in buf. */
-static const char *pnames(json_t *params, const char *key, char *buf, size_t len)
+const char *ctl_reply_names(json_t *params, const char *key, char *buf, size_t len)
 {
 	json_t *arr = json_object_get(params, key);
 	size_t i, used = 0;
@@ -300,7 +299,7 @@ typedef struct ErrorMap {
 static void cause_no_such_pipeline(json_t *p, char *buf, size_t len)
 {
 	char known[512];
-	pnames(p, "known", known, sizeof(known));
+	ctl_reply_names(p, "known", known, sizeof(known));
 	if (known[0])
 		snprintf(buf, len, "no such pipeline (known: %s)", known);
 	else
@@ -310,7 +309,8 @@ static void cause_no_such_pipeline(json_t *p, char *buf, size_t len)
 static void cause_no_such_stage(json_t *p, char *buf, size_t len)
 {
 	char known[512];
-	snprintf(buf, len, "no such stage (known: %s)", pnames(p, "known", known, sizeof(known)));
+	snprintf(buf, len, "no such stage (known: %s)",
+	         ctl_reply_names(p, "known", known, sizeof(known)));
 }
 
 static void cause_no_such_job(json_t *p, char *buf, size_t len)
@@ -340,10 +340,18 @@ static void cause_not_cancellable(json_t *p, char *buf, size_t len)
 	const char *state = pstr(p, "state");
 	if (strcmp(state, "running") == 0)
 		snprintf(buf, len,
-		         "job %lld is running and cannot be cancelled (only queued jobs can)",
+		         "job %lld is running and cannot be cancelled (only queued or retrying "
+		         "jobs can)",
 		         pint(p, "id"));
 	else
 		snprintf(buf, len, "job %lld has already ended (%s)", pint(p, "id"), state);
+}
+
+static void cause_not_requeueable(json_t *p, char *buf, size_t len)
+{
+	const char *state = pstr(p, "state");
+	snprintf(buf, len, "job %lld is %s%s; only failed jobs can be requeued", pint(p, "id"),
+	         state, strcmp(state, "retrying") == 0 ? " (it runs again by itself)" : "");
 }
 
 static void cause_invalid_message(json_t *p, char *buf, size_t len)
@@ -407,6 +415,7 @@ static const ErrorMap error_map[] = {
 	{ PROTO_ERR_PIPELINE_CLOSED, EXIT_REFUSED, cause_closed },
 	{ PROTO_ERR_SHUTTING_DOWN, EXIT_REFUSED, cause_shutting_down },
 	{ PROTO_ERR_JOB_NOT_CANCELLABLE, EXIT_REFUSED, cause_not_cancellable },
+	{ PROTO_ERR_JOB_NOT_REQUEUEABLE, EXIT_REFUSED, cause_not_requeueable },
 	{ PROTO_ERR_INVALID_MESSAGE, EXIT_REFUSED, cause_invalid_message },
 	{ PROTO_ERR_MESSAGE_TOO_LARGE, EXIT_REFUSED, cause_too_large },
 	{ PROTO_ERR_LIMIT_EXCEEDED, EXIT_REFUSED, cause_limit },

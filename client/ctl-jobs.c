@@ -1,6 +1,8 @@
-/* ctl-jobs.c — the verbs about jobs: submit, get, list, wait, cancel, watch. */
+/* ctl-jobs.c — the verbs about jobs: submit, get, list, wait, cancel,
+ * requeue, watch. */
 #include "ctl.h"
 
+#include "proto/errors.h"
 #include "proto/limits.h"
 
 #include <errno.h>
@@ -14,6 +16,7 @@
 #define M_LIST_JOBS    "io.pipelined.ListJobs"
 #define M_WAIT_JOB     "io.pipelined.WaitJob"
 #define M_CANCEL_JOB   "io.pipelined.CancelJob"
+#define M_REQUEUE_JOB  "io.pipelined.RequeueJob"
 #define M_WATCH        "io.pipelined.Watch"
 
 /* The daemon's limit on a payload's own nesting (it leaves room for the
@@ -35,7 +38,9 @@
 /* How often the bulk progress line is rewritten, in microseconds. */
 #define PROGRESS_EVERY_USEC 200000
 
-static const char *const job_states[] = { "queued", "running", "done", "failed", "cancelled" };
+/* JobState (io.pipelined.varlink), for checking --state before asking. */
+static const char *const job_states[] = { "queued", "running", "retrying",
+	                                  "done",   "failed",  "cancelled" };
 
 static int parse_job_id(Ctl *ctl, const char *verb, const char *s, int64_t *ret)
 {
@@ -141,13 +146,15 @@ static int job_outcome(Ctl *ctl, json_t *job)
 {
 	JobView v;
 	job_view(job, &v);
-	if (v.state && strcmp(v.state, "done") == 0)
+	if (job_is(&v, "done"))
 		return EXIT_OK;
-	const char *verb = v.state && strcmp(v.state, "failed") == 0      ? "failed"
-	                   : v.state && strcmp(v.state, "cancelled") == 0 ? "was cancelled"
-	                                                                  : "ended";
+	const char *verb = job_is(&v, "failed")      ? "failed"
+	                   : job_is(&v, "cancelled") ? "was cancelled"
+	                                             : "ended";
+	char buf[FMT_BUF];
+	const char *reason = job_reason(&v, buf);
 	ctl_error(ctl, "job %" PRId64 " %s at stage '%s'%s%s", v.id, verb, v.stage ? v.stage : "?",
-	          v.error ? ": " : "", v.error ? v.error : "");
+	          reason ? ": " : "", reason ? reason : "");
 	return EXIT_REFUSED;
 }
 
@@ -179,7 +186,7 @@ static int submit_one(Ctl *ctl, const VerbArgs *a, json_t *payload)
 
 	snprintf(what, sizeof(what), "wait for job %" JSON_INTEGER_FORMAT, id);
 	ctl_progress(ctl, "job %" JSON_INTEGER_FORMAT " submitted; waiting for it to end%s", id,
-	             ctl->utf8 ? "…" : "...");
+	             fmt_ellipsis(ctl));
 	ex = ctl_call_take(ctl, what, M_WAIT_JOB, json_pack("{s:I}", "id", id), &r);
 	ctl_progress_end(ctl);
 	if (ex != EXIT_OK)
@@ -526,16 +533,58 @@ int verb_submit(Ctl *ctl, const VerbArgs *a)
 	return ex;
 }
 
-/* ---- get, cancel ---- */
+/* ---- get, cancel, requeue ---- */
 
-int verb_get(Ctl *ctl, const VerbArgs *a)
+/* Words an error reply whose parameters alone would not say enough about
+ * the job (e.g. only its pipeline); returns the exit code, or -1 to leave the
+ * reply to ctl_report_reply. */
+typedef int (*JobRefusal)(Ctl *ctl, int64_t id, const ProtoReply *r);
+
+/* Calls method {"id": ID} for a verb whose argument is one job id (what names
+ * the request in messages, may be NULL). Returns EXIT_OK with the reply in
+ * *ret (the caller owns it), or an exit code, having reported why. */
+static int call_on_job(Ctl *ctl, const VerbArgs *a, const char *what, const char *method,
+                       JobRefusal refusal, ProtoReply *ret)
 {
 	int64_t id;
 	int ex = parse_job_id(ctl, a->verb, a->args[0], &id);
 	if (ex != EXIT_OK)
 		return ex;
+	ex = ctl_send_take(ctl, what, method, json_pack("{s:I}", "id", (json_int_t)id), 0);
+	if (ex != EXIT_OK)
+		return ex;
 	ProtoReply r;
-	ex = ctl_call_take(ctl, NULL, M_GET_JOB, json_pack("{s:I}", "id", (json_int_t)id), &r);
+	ex = ctl_recv_reply(ctl, what, &r);
+	if (ex != EXIT_OK)
+		return ex;
+	if (!r.error) {
+		*ret = r;
+		return EXIT_OK;
+	}
+	ex = refusal ? refusal(ctl, id, &r) : -1;
+	if (ex < 0)
+		ex = ctl_report_reply(ctl, what, &r);
+	proto_reply_done(&r);
+	return ex;
+}
+
+/* A verb that changes a job: quiet on success, the job with --json. */
+static int change_job(Ctl *ctl, const VerbArgs *a, const char *method, JobRefusal refusal)
+{
+	ProtoReply r;
+	int ex = call_on_job(ctl, a, a->verb, method, refusal, &r);
+	if (ex != EXIT_OK)
+		return ex;
+	if (ctl->json)
+		ctl_print_json(json_object_get(r.parameters, "job"));
+	proto_reply_done(&r);
+	return EXIT_OK;
+}
+
+int verb_get(Ctl *ctl, const VerbArgs *a)
+{
+	ProtoReply r;
+	int ex = call_on_job(ctl, a, NULL, M_GET_JOB, NULL, &r);
 	if (ex != EXIT_OK)
 		return ex;
 	print_job(ctl, json_object_get(r.parameters, "job"));
@@ -545,22 +594,79 @@ int verb_get(Ctl *ctl, const VerbArgs *a)
 
 int verb_cancel(Ctl *ctl, const VerbArgs *a)
 {
-	int64_t id;
-	int ex = parse_job_id(ctl, a->verb, a->args[0], &id);
-	if (ex != EXIT_OK)
-		return ex;
-	ProtoReply r;
-	ex = ctl_call_take(ctl, "cancel", M_CANCEL_JOB, json_pack("{s:I}", "id", (json_int_t)id),
-	                   &r);
-	if (ex != EXIT_OK)
-		return ex;
-	if (ctl->json)
-		ctl_print_json(json_object_get(r.parameters, "job"));
-	proto_reply_done(&r);
-	return EXIT_OK;
+	return change_job(ctl, a, M_CANCEL_JOB, NULL);
+}
+
+/* RequeueJob's refusals that name only the pipeline (or the stage) where the
+ * job failed: said from the job's side. NoSuchJob and JobNotRequeueable
+ * carry the id and read well as they are. */
+static int requeue_refusal(Ctl *ctl, int64_t id, const ProtoReply *r)
+{
+	json_t *p = r->parameters;
+	const char *pipeline = json_string_value(json_object_get(p, "pipeline"));
+	const char *stage = json_string_value(json_object_get(p, "stage"));
+	if (!pipeline)
+		pipeline = "?";
+	if (strcmp(r->error, PROTO_ERR_NO_SUCH_STAGE) == 0) {
+		char known[512];
+		ctl_reply_names(p, "known", known, sizeof(known));
+		ctl_error(ctl,
+		          "requeue: job %" PRId64 " failed at stage '%s' of pipeline '%s', which "
+		          "no longer exists%s%s%s",
+		          id, stage ? stage : "?", pipeline, known[0] ? " (known: " : "", known,
+		          known[0] ? ")" : "");
+		return EXIT_REFUSED;
+	}
+	/* Not among RequeueJob's errors, but what a reload that removed the
+	 * whole pipeline might well answer. */
+	if (strcmp(r->error, PROTO_ERR_NO_SUCH_PIPELINE) == 0) {
+		ctl_error(ctl, "requeue: job %" PRId64 "'s pipeline '%s' no longer exists", id,
+		          pipeline);
+		return EXIT_REFUSED;
+	}
+	if (strcmp(r->error, PROTO_ERR_BUSY) == 0) {
+		ctl_error(ctl,
+		          "requeue: pipeline '%s' is busy (the queue of job %" PRId64 "'s stage is "
+		          "full); retry after %" JSON_INTEGER_FORMAT " ms",
+		          pipeline, id, json_integer_value(json_object_get(p, "retry_after_ms")));
+		return EXIT_BUSY;
+	}
+	if (strcmp(r->error, PROTO_ERR_PIPELINE_CLOSED) == 0) {
+		ctl_error(ctl,
+		          "requeue: job %" PRId64 "'s pipeline '%s' is closed and takes no jobs "
+		          "back",
+		          id, pipeline);
+		return EXIT_REFUSED;
+	}
+	return -1;
+}
+
+int verb_requeue(Ctl *ctl, const VerbArgs *a)
+{
+	return change_job(ctl, a, M_REQUEUE_JOB, requeue_refusal);
 }
 
 /* ---- list ---- */
+
+/* The ERROR cell: why the job failed; for a retrying job, when it runs next
+ * first (so that cutting the cell keeps it). Returns 0 and a new string, or
+ * NULL if there is nothing to say; -ENOMEM. */
+static int error_cell(const Ctl *ctl, const JobView *v, int64_t now, char **ret)
+{
+	char why[FMT_BUF], next[FMT_BUF];
+	const char *reason = job_reason(v, why);
+	int n;
+	*ret = NULL;
+	if (job_is(v, "retrying") && v->retry_at_usec > 0)
+		n = asprintf(ret, "(retry %s)%s%s",
+		             fmt_retry_when(ctl, v->retry_at_usec, now, next), reason ? " " : "",
+		             reason ? reason : "");
+	else if (reason)
+		n = asprintf(ret, "%s", reason);
+	else
+		return 0;
+	return n < 0 ? -ENOMEM : 0;
+}
 
 static void print_job_table(Ctl *ctl, json_t *jobs)
 {
@@ -571,21 +677,28 @@ static void print_job_table(Ctl *ctl, json_t *jobs)
 		ctl_oom(ctl);
 		return;
 	}
+	table_fit(t, ctl->columns, fmt_ellipsis(ctl));
 	int64_t now = now_realtime_usec();
 	size_t i;
 	json_t *job;
 	json_array_foreach(jobs, i, job)
 	{
 		JobView v;
-		char id[FMT_BUF], runs[FMT_BUF], age[FMT_BUF];
+		char id[FMT_BUF], runs[FMT_BUF], age[FMT_BUF], *error;
 		job_view(job, &v);
+		if (error_cell(ctl, &v, now, &error) < 0) {
+			ctl_oom(ctl);
+			break;
+		}
 		snprintf(id, sizeof(id), "%" PRId64, v.id);
 		snprintf(runs, sizeof(runs), "%" PRId64, v.runs);
 		fmt_duration(ctl, v.submitted_usec > 0 ? now - v.submitted_usec : 0, age);
 		const char *cells[] = {
-			id, v.pipeline, v.state, v.stage, runs, age, v.error ? v.error : ""
+			id, v.pipeline, v.state, v.stage, runs, age, error ? error : "",
 		};
-		if (table_add(t, cells) < 0) {
+		int r = table_add(t, cells);
+		free(error);
+		if (r < 0) {
 			ctl_oom(ctl);
 			break;
 		}
@@ -597,18 +710,38 @@ static void print_job_table(Ctl *ctl, json_t *jobs)
 	table_free(t);
 }
 
+/* Checks --state and --failed; the state to ask for (NULL: any) in *ret. */
+static int list_state(Ctl *ctl, const VerbArgs *a, const char **ret)
+{
+	const char *state = a->state;
+	if (a->failed && state && strcmp(state, "failed") != 0)
+		return ctl_usage(ctl, a->verb,
+		                 "list: --failed means --state failed; give one state, not both");
+	if (a->failed)
+		state = "failed";
+	if (state) {
+		char names[128];
+		size_t used = 0;
+		bool known = false;
+		for (size_t i = 0; i < sizeof(job_states) / sizeof(job_states[0]); i++) {
+			known = known || strcmp(state, job_states[i]) == 0;
+			used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+			                         i ? ", " : "", job_states[i]);
+		}
+		if (!known)
+			return ctl_usage(ctl, a->verb, "list: no job state '%s' (states: %s)",
+			                 state, names);
+	}
+	*ret = state;
+	return EXIT_OK;
+}
+
 int verb_list(Ctl *ctl, const VerbArgs *a)
 {
-	if (a->state) {
-		bool known = false;
-		for (size_t i = 0; i < sizeof(job_states) / sizeof(job_states[0]); i++)
-			known = known || strcmp(a->state, job_states[i]) == 0;
-		if (!known)
-			return ctl_usage(ctl, a->verb,
-			                 "list: no job state '%s' (states: queued, running, done, "
-			                 "failed, cancelled)",
-			                 a->state);
-	}
+	const char *state = NULL;
+	int ex = list_state(ctl, a, &state);
+	if (ex != EXIT_OK)
+		return ex;
 	if (a->all && a->limit)
 		return ctl_usage(ctl, a->verb, "list: give --all or --limit N, not both");
 
@@ -622,13 +755,12 @@ int verb_list(Ctl *ctl, const VerbArgs *a)
 	int64_t remaining = a->limit;
 	json_int_t after = 0;
 	bool more = false;
-	int ex = EXIT_OK;
 	for (;;) {
 		json_t *params = json_object();
 		if (params && a->pipeline)
 			json_object_set_new(params, "pipeline", json_string(a->pipeline));
-		if (params && a->state)
-			json_object_set_new(params, "state", json_string(a->state));
+		if (params && state)
+			json_object_set_new(params, "state", json_string(state));
 		if (params && after > 0)
 			json_object_set_new(params, "after_id", json_integer(after));
 		if (params && a->limit)
@@ -703,7 +835,7 @@ int verb_wait(Ctl *ctl, const VerbArgs *a)
 		if (ex != EXIT_OK)
 			break;
 		ctl_progress(ctl, "waiting for %zu job%s to end: %zu ended%s", n, n == 1 ? "" : "s",
-		             done, ctl->utf8 ? "…" : "...");
+		             done, fmt_ellipsis(ctl));
 		ProtoReply r;
 		int rx = ctl_recv(ctl, NULL, &r);
 		done++;
@@ -752,12 +884,16 @@ static void print_event(Ctl *ctl, json_t *ev)
 		       : pipeline ? pipeline
 		                  : "?");
 		if (strcmp(event, "ended") == 0) {
+			char buf[FMT_BUF];
+			const char *reason = job_reason(&v, buf);
 			printf(" %s", v.state ? v.state : "?");
 			if (v.state && strcmp(v.state, "done") != 0 && v.stage)
 				printf(" at %s", v.stage);
-			if (v.error) {
+			if (job_is(&v, "failed") && v.attempt > 1)
+				printf(" after %" PRId64 " attempts", v.attempt);
+			if (reason) {
 				fputs(": ", stdout);
-				print_oneline(stdout, v.error);
+				print_text(stdout, reason, strlen(reason), NULL);
 			}
 		}
 		putchar('\n');

@@ -5,7 +5,7 @@
  *   ctl-call.c      connecting, calling, mapping every failure to a message
  *                   and an exit code
  *   ctl-format.c    human units (durations, counts, times) and tables
- *   ctl-jobs.c      submit, get, list, wait, cancel, watch
+ *   ctl-jobs.c      submit, get, list, wait, cancel, requeue, watch
  *   ctl-admin.c     stats, pause, resume, scale, close, drain, reload,
  *                   shutdown, info
  *
@@ -36,6 +36,7 @@ typedef struct Ctl {
 	bool json;               /* --json */
 	bool tty_out, tty_err;   /* stdout / stderr are terminals */
 	bool utf8;               /* the locale's charset can show → … µ */
+	size_t columns;          /* stdout's terminal width; 0 if it is not a terminal */
 	Client *client;          /* owned; connected on the first call */
 } Ctl;
 
@@ -46,7 +47,7 @@ typedef struct VerbArgs {
 	int n_args;
 	/* options; which a verb accepts is in its table entry */
 	const char *file;
-	bool use_stdin, nowait, wait, all, now;
+	bool use_stdin, nowait, wait, all, now, failed;
 	const char *pipeline, *state;
 	int64_t limit;      /* --limit, 0 if absent */
 	int64_t timeout_ms; /* --timeout, -1 if absent */
@@ -60,6 +61,7 @@ int verb_get(Ctl *ctl, const VerbArgs *a);
 int verb_list(Ctl *ctl, const VerbArgs *a);
 int verb_wait(Ctl *ctl, const VerbArgs *a);
 int verb_cancel(Ctl *ctl, const VerbArgs *a);
+int verb_requeue(Ctl *ctl, const VerbArgs *a);
 int verb_watch(Ctl *ctl, const VerbArgs *a);
 int verb_stats(Ctl *ctl, const VerbArgs *a);
 int verb_pause(Ctl *ctl, const VerbArgs *a);
@@ -101,6 +103,10 @@ int ctl_call_take(Ctl *ctl, const char *what, const char *method, json_t *params
 int ctl_report_reply(Ctl *ctl, const char *what, const ProtoReply *r);
 /* Reports an out-of-memory failure; returns EXIT_REFUSED. */
 int ctl_oom(Ctl *ctl);
+/* An error reply's parameter key holding an array of names, as "a, b, c"
+ * in buf (cut at a whole name, with "...", if it does not fit). Returns
+ * buf; "" if there are none. */
+const char *ctl_reply_names(json_t *params, const char *key, char *buf, size_t len);
 
 /* Progress on stderr, only when it is a terminal: a line rewritten in place
  * (\r), cleared by ctl_progress_end or by any ctl_error. */
@@ -124,6 +130,8 @@ char *fmt_duration(const Ctl *ctl, int64_t usec, char buf[FMT_BUF]);
 /* CLOCK_REALTIME microseconds → local "2024-05-01 12:00:01.123"; with
  * time_only "12:00:01.123". */
 char *fmt_time(int64_t usec, bool time_only, char buf[FMT_BUF]);
+/* "…", or "..." where the charset has no such character. */
+const char *fmt_ellipsis(const Ctl *ctl);
 /* Microseconds since the epoch now. */
 int64_t now_realtime_usec(void);
 /* Monotonic microseconds, for rates. */
@@ -137,21 +145,54 @@ int parse_int(const char *s, int64_t min, int64_t max, int64_t *ret);
 typedef struct Table Table;
 Table *table_new(size_t n_cols, const char *const *headers);
 void table_free(Table *t);
-/* Adds a row of n_cols strings (NULL shows as "-"). -ENOMEM. */
+/* Adds a row of n_cols strings (NULL shows as "-"), made one line each and
+ * safe for a terminal as print_text does. -ENOMEM. */
 int table_add(Table *t, const char *const *cells);
 size_t table_rows(const Table *t);
+/* Makes table_print cut the last column's cells, ending them with ellipsis
+ * (borrowed, static), so that lines fit in columns; 0: never cut. The last
+ * column keeps some room however wide the others are. */
+void table_fit(Table *t, size_t columns, const char *ellipsis);
 void table_print(const Table *t, FILE *f);
 
-/* Writes s with line breaks turned into blanks (one line of a table or a
- * stream). */
-void print_oneline(FILE *f, const char *s);
+/* Writes s[0..len) (text from the daemon or from a job's program) so that it
+ * cannot act on a terminal: control characters other than line breaks and
+ * tabs, DEL and the C1 controls (U+0080..U+009F) show as '?'; "\r\n" is a
+ * line break. Trailing line breaks are dropped. Each other line break is
+ * written as a newline and indent, or with indent NULL as a blank (one line
+ * of a table or a stream, where tabs and lone '\r' are blanks too). */
+void print_text(FILE *f, const char *s, size_t len, const char *indent);
 
-/* A job's fields, read leniently for display (absent → 0 / NULL). */
+/* A job's fields, read leniently for display: absent numbers are 0 and
+ * absent strings NULL, except where said. Protocol-1 daemons send none of
+ * attempt, retry_at_usec, exit_status, signal, timed_out, stderr, workdir. */
 typedef struct JobView {
-	int64_t id, runs, submitted_usec, started_usec, finished_usec;
-	const char *pipeline, *state, *stage, *error; /* borrowed from the Job object */
-	json_t *payload;                              /* borrowed, may be NULL */
+	int64_t id, runs, attempt, submitted_usec, started_usec, finished_usec;
+	int64_t retry_at_usec; /* when a "retrying" job runs next */
+	/* How the last program run on the job ended: -1 when absent. */
+	int64_t exit_status, signal;
+	bool timed_out;
+	/* Borrowed from the Job object. */
+	const char *pipeline, *state, *stage, *error, *workdir;
+	const char *stderr_tail; /* the end of that program's stderr, may hold NULs */
+	size_t stderr_len;       /* its length in bytes */
+	json_t *payload;         /* may be NULL */
 } JobView;
 void job_view(json_t *job, JobView *ret);
-/* Prints a job as "key: value" lines (people) or as its JSON (--json). */
+/* Whether the job is in state ("failed", ...); false if it has none. */
+bool job_is(const JobView *v, const char *state);
+/* How the last program run on the job ended, e.g. "exit status 3", "killed by
+ * signal 9 (SIGKILL)", "timed out, killed by signal 15 (SIGTERM)"; NULL if
+ * the job has no such record. Returns buf or NULL. */
+const char *fmt_run_end(const JobView *v, char buf[FMT_BUF]);
+/* Why the job failed or was cancelled (while retrying: why its last attempt
+ * failed), for one line: its error, else for a failed or retrying job how its
+ * last program ended, else NULL. Borrowed from v or written in buf. */
+const char *job_reason(const JobView *v, char buf[FMT_BUF]);
+/* When a retrying job runs next: "in 3.2s", "due now" or "was due 12s ago"
+ * (it waits for room or a worker), from retry_at_usec seen at now (both
+ * CLOCK_REALTIME µs). Returns buf. */
+char *fmt_retry_when(const Ctl *ctl, int64_t retry_at_usec, int64_t now, char buf[FMT_BUF]);
+/* Prints a job as "key: value" lines (people), its program's stderr last as
+ * an indented block, or as its JSON (--json). */
 void print_job(const Ctl *ctl, json_t *job);

@@ -11,6 +11,7 @@
 #include <locale.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #ifndef PIPELINED_VERSION
@@ -34,6 +35,7 @@ enum {
 	OPT_ALL,
 	OPT_NOW,
 	OPT_TIMEOUT,
+	OPT_FAILED,
 };
 
 /* Every verb takes --help and --json (also accepted after the verb). */
@@ -60,6 +62,7 @@ static const struct option opts_list[] = {
 	O_COMMON,
 	{ "pipeline", required_argument, NULL, OPT_PIPELINE },
 	{ "state", required_argument, NULL, OPT_STATE },
+	{ "failed", no_argument, NULL, OPT_FAILED },
 	{ "limit", required_argument, NULL, OPT_LIMIT },
 	{ "all", no_argument, NULL, OPT_ALL },
 	O_END,
@@ -106,24 +109,37 @@ static const Verb verbs[] = {
 	  "  pipelinectl submit images '{\"url\": \"https://example.com/a.png\"}'\n"
 	  "  jq -c '.[]' jobs.json | pipelinectl submit images --stdin > ids\n" },
 	{ "get", 1, 1, verb_get, opts_plain, "ID", "show one job",
-	  "Shows a job: its pipeline, state, stage, runs, times, error and (once it\n"
-	  "has ended) its payload. With --json, the Job object.\n" },
-	{ "list", 0, 0, verb_list, opts_list, "[--pipeline P] [--state S] [--limit N] [--all]",
-	  "list jobs",
+	  "Shows a job: its pipeline, state, stage, attempt at that stage, runs,\n"
+	  "times, error, how its last program ended (exit status, signal, timeout),\n"
+	  "its scratch directory, (once it has ended) its payload, and last the end\n"
+	  "of its last program's stderr. With --json, the Job object.\n" },
+	{ "list", 0, 0, verb_list, opts_list,
+	  "[--pipeline P] [--state S | --failed] [--limit N] [--all]", "list jobs",
 	  "Lists jobs in id order as a table (ID PIPELINE STATE STAGE RUNS AGE ERROR),\n"
-	  "or with --json as one JSON array.\n"
+	  "or with --json as one JSON array. STAGE is where the job is, or where it\n"
+	  "ended; ERROR why it failed or was cancelled (for a retrying job: when it\n"
+	  "runs next and why its last attempt failed), cut to fit a terminal's width.\n"
 	  "\n"
 	  "  --pipeline P  only jobs of pipeline P\n"
-	  "  --state S     only jobs in state S: queued, running, done, failed, cancelled\n"
+	  "  --state S     only jobs in state S: queued, running, retrying, done,\n"
+	  "                failed, cancelled\n"
+	  "  --failed      only failed jobs (--state failed); 'requeue ID' runs one again\n"
 	  "  --limit N     at most N jobs (default: the daemon's page, 100)\n"
 	  "  --all         every job, page after page\n" },
 	{ "wait", 1, -1, verb_wait, opts_plain, "ID...", "wait for jobs to end",
 	  "Waits until every job named has ended. Exit status 0 if all are done, 1 if\n"
 	  "any failed, was cancelled or does not exist (each is named on stderr).\n"
 	  "With --json, prints the ended jobs as one JSON array.\n" },
-	{ "cancel", 1, 1, verb_cancel, opts_plain, "ID", "cancel a queued job",
-	  "Cancels a job waiting in a queue; it never runs again. A running or ended\n"
-	  "job cannot be cancelled. Quiet on success (--json prints the job).\n" },
+	{ "cancel", 1, 1, verb_cancel, opts_plain, "ID", "cancel a queued or retrying job",
+	  "Cancels a job waiting in a queue or for its next attempt; it never runs\n"
+	  "again. A running or ended job cannot be cancelled. Quiet on success\n"
+	  "(--json prints the job).\n" },
+	{ "requeue", 1, 1, verb_requeue, opts_plain, "ID", "run a failed job again",
+	  "Sends a failed job back to the stage where it failed (not to the start),\n"
+	  "with that stage's attempts counted afresh and the payload that stage\n"
+	  "received. Only failed jobs can be requeued ('list --failed' shows them).\n"
+	  "Quiet on success (--json prints the job, queued again). If that stage's\n"
+	  "queue is full the exit status is 75: try again later.\n" },
 	{ "watch", 0, 1, verb_watch, opts_plain, "[PIPELINE]", "follow events as they happen",
 	  "Prints one line per event (jobs accepted and ended, stages paused, resumed,\n"
 	  "scaled, pipelines drained and closed), of every pipeline or of PIPELINE,\n"
@@ -171,7 +187,7 @@ static const char exit_codes_help[] =
         "  2   usage error: bad arguments, unknown verb, invalid JSON on the command line\n"
         "  3   cannot reach the daemon: connecting failed or the connection was lost\n"
         "  4   permission denied\n"
-        "  75  busy: the pipeline is full (submit --nowait); try again later\n";
+        "  75  busy: a queue is full (submit --nowait, requeue); try again later\n";
 
 static void print_main_help(void)
 {
@@ -271,6 +287,9 @@ static int run_verb(Ctl *ctl, const Verb *v, int argc, char **argv)
 		case OPT_ALL:
 			a.all = true;
 			break;
+		case OPT_FAILED:
+			a.failed = true;
+			break;
 		case OPT_NOW:
 			a.now = true;
 			break;
@@ -319,6 +338,17 @@ int main(int argc, char **argv)
 		.tty_out = isatty(STDOUT_FILENO),
 		.tty_err = isatty(STDERR_FILENO),
 	};
+	struct winsize ws;
+	if (ctl.tty_out) {
+		const char *cols = getenv("COLUMNS");
+		int64_t n;
+		if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+			ctl.columns = ws.ws_col;
+		else if (cols && parse_int(cols, 1, 10000, &n) == 0)
+			ctl.columns = (size_t)n;
+		else
+			ctl.columns = 80;
+	}
 	/* Only the character set: numbers and JSON stay in the C locale. */
 	setlocale(LC_CTYPE, "");
 	ctl.utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;

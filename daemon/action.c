@@ -1,12 +1,17 @@
 #include "action.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "plugin.h"
+#include "program.h"
 #include "util.h"
 
 static const struct {
@@ -91,9 +96,163 @@ int action_new_function(ActionFunction fn, void *userdata, Action **ret)
 	return 0;
 }
 
+/* Fills in the fields program and plugin actions share. Frees a on failure. */
+static int set_place(Action *a, const char *pipeline, const char *state_dir)
+{
+	a->state_dir = strdup(state_dir);
+	a->pipeline = strdup(pipeline ? pipeline : "");
+	if (!a->state_dir || !a->pipeline) {
+		action_free(a);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int action_new_program(Program *program, const char *pipeline, const char *state_dir,
+                       Action **ret)
+{
+	Action *a = calloc(1, sizeof(*a));
+	if (!a) {
+		program_free(program);
+		return -ENOMEM;
+	}
+	a->kind = ACTION_PROGRAM;
+	a->program = program;
+	int r = set_place(a, pipeline, state_dir);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
+}
+
+int action_new_plugin(Plugin *plugin, const char *pipeline, const char *state_dir, Action **ret)
+{
+	Action *a = calloc(1, sizeof(*a));
+	if (!a) {
+		plugin_close(plugin);
+		return -ENOMEM;
+	}
+	a->kind = ACTION_PLUGIN;
+	a->plugin = plugin;
+	int r = set_place(a, pipeline, state_dir);
+	if (r < 0)
+		return r;
+	*ret = a;
+	return 0;
+}
+
 void action_free(Action *a)
 {
+	if (!a)
+		return;
+	program_free(a->program);
+	plugin_close(a->plugin);
+	free(a->pipeline);
+	free(a->state_dir);
 	free(a);
+}
+
+int action_worker_init(Action *a, void **state, char *err, size_t errlen)
+{
+	*state = NULL;
+	if (a->kind != ACTION_PLUGIN)
+		return 0;
+	return plugin_worker_init(a->plugin, state, err, errlen);
+}
+
+void action_worker_fini(Action *a, void *state)
+{
+	if (a->kind == ACTION_PLUGIN)
+		plugin_worker_fini(a->plugin, state);
+}
+
+/* "<state_dir>/jobs/<id>" into buf. Returns 0, or -ENAMETOOLONG. */
+static int workdir_path(const Action *a, const Job *job, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/jobs/%llu", a->state_dir, (unsigned long long)job->id);
+	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
+}
+
+int action_make_workdir(const Action *a, Job *job, char *err, size_t errlen)
+{
+	char path[ACTION_WORKDIR_MAX];
+
+	if (job->workdir)
+		return 0;
+	int r = workdir_path(a, job, path, sizeof(path));
+	if (r < 0) {
+		snprintf(err, errlen, "scratch directory path is too long");
+		return r;
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		/* The jobs/ directory itself may be missing (removed by hand). */
+		char *slash = strrchr(path, '/');
+		*slash = '\0';
+		if (r == -ENOENT && (mkdir(path, 0700) == 0 || errno == EEXIST)) {
+			*slash = '/';
+			r = mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
+		}
+		*slash = '/';
+		if (r < 0) {
+			snprintf(err, errlen, "cannot make scratch directory %s: %s", path,
+			         strerror(-r));
+			return r;
+		}
+	}
+	job->workdir = strdup(path);
+	if (!job->workdir) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	return remove(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int action_remove_workdir(const char *path)
+{
+	/* Depth first, without crossing into other file systems or following
+	 * links: a link a job left in its directory is removed, not its target. */
+	int r = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	if (r < 0 && errno == ENOENT)
+		return 0;
+	return r < 0 ? -errno : r;
+}
+
+static int run_plugin(Action *a, void *state, const char *stage_name, Job *job, char *err,
+                      size_t errlen)
+{
+	char path[ACTION_WORKDIR_MAX];
+	if (workdir_path(a, job, path, sizeof(path)) < 0) {
+		snprintf(err, errlen, "scratch directory path is too long");
+		return -ENAMETOOLONG;
+	}
+	const pipelined_job pj = {
+		.id = job->id,
+		.pipeline = a->pipeline,
+		.stage = stage_name,
+		.attempt = job->attempt,
+		.payload = job->payload,
+		.payload_len = job->payload_len,
+		.workdir = job->workdir ? job->workdir : path,
+	};
+	pipelined_result res;
+	int r = plugin_run(a->plugin, state, &pj, &res);
+	/* The plugin makes the scratch directory itself if it wants one. */
+	if (!job->workdir && access(path, F_OK) == 0)
+		job->workdir = strdup(path); /* NULL on ENOMEM: only not shown, nor removed */
+	if (r != PIPELINED_OK) {
+		free(res.payload);
+		snprintf(err, errlen, "%s", res.error);
+		return r == PIPELINED_FAIL_PERMANENT ? -EPERM : -EIO;
+	}
+	if (res.payload)
+		job_take_payload(job, res.payload);
+	return 0;
 }
 
 static void sleep_ms(uint64_t ms)
@@ -134,7 +293,8 @@ static int rewrite(const char *stage_name, Job *job)
 	return 0;
 }
 
-int action_run(Action *a, const char *stage_name, Job *job, char *err, size_t errlen)
+int action_run(Action *a, void *state, const char *stage_name, Job *job, char *err,
+               size_t errlen)
 {
 	uint64_t call;
 	int r;
@@ -164,6 +324,14 @@ int action_run(Action *a, const char *stage_name, Job *job, char *err, size_t er
 		return r;
 	case ACTION_FUNCTION:
 		return a->fn(a->fn_userdata, stage_name, job, err, errlen);
+	case ACTION_PROGRAM:
+		r = action_make_workdir(a, job, err, errlen);
+		if (r < 0)
+			return r;
+		return program_run(a->program, a->pipeline, stage_name, job->workdir, job, err,
+		                   errlen);
+	case ACTION_PLUGIN:
+		return run_plugin(a, state, stage_name, job, err, errlen);
 	default:
 		snprintf(err, errlen, "unknown action kind %d", (int)a->kind);
 		return -EINVAL;
@@ -181,5 +349,10 @@ void action_format(const Action *a, char *buf, size_t len)
 			snprintf(buf, len, "%s:%llu", kinds[i].name, (unsigned long long)a->arg);
 		return;
 	}
-	snprintf(buf, len, a->kind == ACTION_FUNCTION ? "function" : "unknown");
+	if (a->kind == ACTION_PROGRAM)
+		snprintf(buf, len, "%s", program_text(a->program));
+	else if (a->kind == ACTION_PLUGIN)
+		snprintf(buf, len, "plugin:%s", plugin_path(a->plugin));
+	else
+		snprintf(buf, len, a->kind == ACTION_FUNCTION ? "function" : "unknown");
 }

@@ -32,7 +32,10 @@
 #include <sys/un.h>
 
 #include "action.h"
+#include "exectemplate.h"
 #include "pipeline.h"
+#include "plugin.h"
+#include "program.h"
 #include "queue.h"
 #include "stage.h"
 #include "util.h"
@@ -53,6 +56,13 @@ typedef enum KeyType {
 	KEY_SIZE,   /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
 	KEY_PATH,   /* absolute path of at most max bytes (0: no limit but the line's) */
 	KEY_ACTION, /* an action_parse spec, kept in canonical form */
+	KEY_DURATION, /* microseconds: a number with a unit us, ms, s, min, h (none: s), in min..max;
+	               * "infinity" is 0 when min is 0 */
+	KEY_TEXT,   /* any text of at most max bytes */
+	KEY_EXEC,   /* a command line (exec_template_parse) */
+	KEY_PLUGIN, /* the absolute path of a stage plugin that loads */
+	KEY_STDOUT, /* a ProgramStdout name */
+	KEY_EXIT_CODES, /* exit statuses 1..255 and the words "timeout" and "signal" */
 } KeyType;
 
 /* One key of a section: where its value goes and how it is read. Adding a
@@ -88,13 +98,68 @@ static const KeySpec daemon_keys[] = {
 	  false, NULL },
 };
 
-static const KeySpec stage_keys[] = {
-	{ "Action", KEY_ACTION, FIELD(StageConfig, action), 0, 0, 0, NULL, true, NULL },
-	{ "Workers", KEY_NUMBER, FIELD(StageConfig, workers), 1, STAGE_WORKERS_MAX, 1, NULL, false,
-	  NULL },
-	{ "Capacity", KEY_NUMBER, FIELD(StageConfig, capacity), 1, QUEUE_CAPACITY_MAX, 64, NULL,
-	  false, NULL },
+#define USEC_PER_SEC ((uint64_t)1000000)
+
+/* Stage keys; the indexes name bits of StageConfig.keys_set. */
+enum {
+	SK_ACTION,
+	SK_EXEC,
+	SK_PLUGIN,
+	SK_PLUGIN_ARG,
+	SK_WORKERS,
+	SK_CAPACITY,
+	SK_MAX_ATTEMPTS,
+	SK_RETRY_DELAY,
+	SK_RETRY_MAX_DELAY,
+	SK_RETRY_EXIT_CODES,
+	SK_TIMEOUT,
+	SK_TIMEOUT_GRACE,
+	SK_WORKING_DIRECTORY,
+	SK_STDOUT,
+	SK_STDERR_TAIL,
 };
+
+static const KeySpec stage_keys[] = {
+	[SK_ACTION] = { "Action", KEY_ACTION, FIELD(StageConfig, action), 0, 0, 0, NULL, false,
+	                NULL },
+	[SK_EXEC] = { "Exec", KEY_EXEC, FIELD(StageConfig, exec), 0, 0, 0, NULL, false, NULL },
+	[SK_PLUGIN] = { "Plugin", KEY_PLUGIN, FIELD(StageConfig, plugin), 0, 0, 0, NULL, false,
+	                NULL },
+	[SK_PLUGIN_ARG] = { "PluginArg", KEY_TEXT, FIELD(StageConfig, plugin_arg), 0, 1024, 0, NULL,
+	                    false, NULL },
+	[SK_WORKERS] = { "Workers", KEY_NUMBER, FIELD(StageConfig, workers), 1, STAGE_WORKERS_MAX,
+	                 1, NULL, false, NULL },
+	[SK_CAPACITY] = { "Capacity", KEY_NUMBER, FIELD(StageConfig, capacity), 1,
+	                  QUEUE_CAPACITY_MAX, 64, NULL, false, NULL },
+	[SK_MAX_ATTEMPTS] = { "MaxAttempts", KEY_NUMBER, FIELD(StageConfig, max_attempts), 1, 100,
+	                      1, NULL, false, NULL },
+	[SK_RETRY_DELAY] = { "RetryDelay", KEY_DURATION, FIELD(StageConfig, retry_delay_usec), 1000,
+	                     86400 * USEC_PER_SEC, USEC_PER_SEC, NULL, false, NULL },
+	[SK_RETRY_MAX_DELAY] = { "RetryMaxDelay", KEY_DURATION,
+	                         FIELD(StageConfig, retry_max_delay_usec), 1000,
+	                         86400 * USEC_PER_SEC, 300 * USEC_PER_SEC, NULL, false, NULL },
+	[SK_RETRY_EXIT_CODES] = { "RetryExitCodes", KEY_EXIT_CODES,
+	                          FIELD(StageConfig, retry_exit_codes), 0, 0, 0, NULL, false,
+	                          NULL },
+	[SK_TIMEOUT] = { "Timeout", KEY_DURATION, FIELD(StageConfig, timeout_usec), 0,
+	                 7 * 86400 * USEC_PER_SEC, 0, NULL, false, NULL },
+	[SK_TIMEOUT_GRACE] = { "TimeoutGrace", KEY_DURATION, FIELD(StageConfig, timeout_grace_usec),
+	                       1000, 3600 * USEC_PER_SEC, 5 * USEC_PER_SEC, NULL, false, NULL },
+	[SK_WORKING_DIRECTORY] = { "WorkingDirectory", KEY_PATH,
+	                           FIELD(StageConfig, working_directory), 0, 0, 0, NULL, false,
+	                           NULL },
+	[SK_STDOUT] = { "Stdout", KEY_STDOUT, FIELD(StageConfig, stdout_mode), 0, 0,
+	                PROGRAM_STDOUT_JSON, NULL, false, NULL },
+	[SK_STDERR_TAIL] = { "StderrTail", KEY_SIZE, FIELD(StageConfig, stderr_tail), 0,
+	                     PROGRAM_STDERR_TAIL_MAX, 4 * KIB, NULL, false, NULL },
+};
+
+/* What a stage does: exactly one of these keys. */
+static const unsigned action_keys = 1u << SK_ACTION | 1u << SK_EXEC | 1u << SK_PLUGIN;
+/* Keys that only mean something for a program stage. */
+static const unsigned exec_only_keys = 1u << SK_RETRY_EXIT_CODES | 1u << SK_TIMEOUT |
+                                       1u << SK_TIMEOUT_GRACE | 1u << SK_WORKING_DIRECTORY |
+                                       1u << SK_STDOUT | 1u << SK_STDERR_TAIL;
 
 typedef enum SectionKind {
 	SECTION_NONE, /* before the first header */
@@ -228,6 +293,87 @@ static bool parse_size(const char *s, uint64_t *ret)
 	return false;
 }
 
+/* "30s", "500ms", "2min", "1h", "250us", "10" (seconds); "infinity" is 0. */
+static bool parse_duration(const char *s, uint64_t *ret)
+{
+	static const struct {
+		const char *unit;
+		uint64_t usec;
+	} units[] = {
+		{ "", USEC_PER_SEC }, { "us", 1 },  { "ms", 1000 }, { "s", USEC_PER_SEC },
+		{ "sec", USEC_PER_SEC }, { "min", 60 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
+	};
+	const char *end;
+	uint64_t v;
+	if (strcmp(s, "infinity") == 0) {
+		*ret = 0;
+		return true;
+	}
+	if (!read_digits(s, &end, &v))
+		return false;
+	while (*end == ' ' || *end == '\t')
+		end++;
+	for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+		if (strcmp(end, units[i].unit) != 0)
+			continue;
+		if (v > UINT64_MAX / units[i].usec)
+			return false;
+		*ret = v * units[i].usec;
+		return true;
+	}
+	return false;
+}
+
+/* "75 69 timeout signal" into a policy's fields. Returns false on a bad word. */
+static bool parse_exit_codes(const char *s, RetryPolicy *ret)
+{
+	RetryPolicy p = { 0 };
+	char word[32];
+	bool any = false;
+	while (*s) {
+		size_t n = strcspn(s, " \t,");
+		if (n > 0) {
+			if (n >= sizeof(word))
+				return false;
+			memcpy(word, s, n);
+			word[n] = '\0';
+			uint64_t v;
+			if (strcmp(word, "timeout") == 0)
+				p.on_timeout = true;
+			else if (strcmp(word, "signal") == 0)
+				p.on_signal = true;
+			else if (parse_number(word, &v) && v >= 1 && v <= 255)
+				p.exit_codes[v / 8] |= (uint8_t)(1u << (v % 8));
+			else
+				return false;
+			any = true;
+		}
+		s += n;
+		s += strspn(s, " \t,");
+	}
+	if (!any)
+		return false;
+	ret->on_timeout = p.on_timeout;
+	ret->on_signal = p.on_signal;
+	memcpy(ret->exit_codes, p.exit_codes, sizeof(p.exit_codes));
+	ret->any_exit_code = false;
+	return true;
+}
+
+void config_stage_retry(const StageConfig *st, RetryPolicy *ret)
+{
+	*ret = (RetryPolicy){
+		.max_attempts = st->max_attempts,
+		.delay_usec = st->retry_delay_usec,
+		.max_delay_usec = st->retry_max_delay_usec,
+		.any_exit_code = true,
+		.on_timeout = true,
+		.on_signal = true,
+	};
+	if (st->retry_exit_codes)
+		(void)parse_exit_codes(st->retry_exit_codes, ret); /* validated when read */
+}
+
 static void store_number(void *field, size_t width, uint64_t v)
 {
 	if (width == sizeof(uint32_t)) {
@@ -246,19 +392,13 @@ static void store_string(void *field, char *s)
 	memcpy(field, &s, sizeof(s));
 }
 
-static const char *load_string(const void *base, const KeySpec *k)
-{
-	const char *s;
-	memcpy(&s, (const char *)base + k->offset, sizeof(s));
-	return s;
-}
-
 /* Fills base (a Config or StageConfig) with the defaults of keys[]. */
 static int apply_defaults(void *base, const KeySpec *keys, size_t n_keys)
 {
 	for (size_t i = 0; i < n_keys; i++) {
 		void *field = (char *)base + keys[i].offset;
-		if (keys[i].type == KEY_NUMBER || keys[i].type == KEY_SIZE) {
+		if (keys[i].type == KEY_NUMBER || keys[i].type == KEY_SIZE ||
+		    keys[i].type == KEY_DURATION || keys[i].type == KEY_STDOUT) {
 			store_number(field, keys[i].width, keys[i].dflt);
 		} else if (keys[i].dflt_text) {
 			char *s = strdup(keys[i].dflt_text);
@@ -328,8 +468,68 @@ static int set_key(Parser *p, void *base, const KeySpec *k, const char *value)
 		store_string(field, s);
 		return 1;
 	}
+	case KEY_DURATION:
+		if (!parse_duration(value, &v) || (v < k->min && !(v == 0 && k->min == 0)) ||
+		    v > k->max) {
+			return fail(p, -EINVAL, p->lineno, k->name,
+			            "not a duration in %s (a whole number with a unit us, ms, s, "
+			            "min or h%s)",
+			            k->min == 0 ? "range" : "range, above 0",
+			            k->min == 0 ? "; infinity for none" : "");
+		}
+		store_number(field, k->width, v);
+		return 1;
+	case KEY_STDOUT: {
+		ProgramStdout m;
+		if (program_stdout_from_string(value, &m) < 0)
+			return fail(p, -EINVAL, p->lineno, k->name,
+			            "unknown value (known: json, json-required, ignore)");
+		store_number(field, k->width, m);
+		return 1;
 	}
-	return fail(p, -EINVAL, p->lineno, k->name, "internal error: unknown key type");
+	case KEY_EXIT_CODES: {
+		RetryPolicy pol;
+		if (!parse_exit_codes(value, &pol))
+			return fail(p, -EINVAL, p->lineno, k->name,
+			            "expected exit statuses 1..255 and the words timeout and signal, "
+			            "separated by spaces");
+		break; /* stored as text below */
+	}
+	case KEY_TEXT:
+		if (strlen(value) > k->max)
+			return fail(p, -EINVAL, p->lineno, k->name, "longer than %llu bytes",
+			            (unsigned long long)k->max);
+		break;
+	case KEY_EXEC: {
+		ExecTemplate *t;
+		char why[256];
+		int r = exec_template_parse(value, &t, why, sizeof(why));
+		if (r == -ENOMEM)
+			return fail_oom(p, k->name);
+		if (r < 0)
+			return fail(p, -EINVAL, p->lineno, k->name, "%s", why);
+		exec_template_free(t);
+		break;
+	}
+	case KEY_PLUGIN: {
+		/* Loaded now, so that a bad plugin is a configuration error with
+		 * its line, not a surprise when the pipeline starts. */
+		Plugin *pl;
+		char why[256];
+		int r = plugin_open(value, NULL, &pl, why, sizeof(why));
+		if (r == -ENOMEM)
+			return fail_oom(p, k->name);
+		if (r < 0)
+			return fail(p, -EINVAL, p->lineno, k->name, "%s", why);
+		plugin_close(pl);
+		break;
+	}
+	}
+	char *copy = strdup(value);
+	if (!copy)
+		return fail_oom(p, k->name);
+	store_string(field, copy);
+	return 1;
 }
 
 static int unknown_key(Parser *p, const char *name, const char *section, const KeySpec *keys,
@@ -385,8 +585,11 @@ static int handle_key(void *userdata, const char *section_ignored, const char *n
 	}
 
 	for (size_t i = 0; i < n_keys; i++)
-		if (strcmp(name, keys[i].name) == 0)
+		if (strcmp(name, keys[i].name) == 0) {
+			if (keys == stage_keys)
+				((StageConfig *)base)->keys_set |= 1u << i;
 			return set_key(p, base, &keys[i], value);
+		}
 	return unknown_key(p, name, section_name, keys, n_keys);
 }
 
@@ -580,13 +783,42 @@ static char *read_line(char *buf, int size, void *userdata)
 	return buf;
 }
 
-/* Checks done once the whole file is read: every stage has its required
- * keys and every pipeline a stage. Records the error nearest the top. */
+/* What is wrong with a stage's combination of keys, or NULL; *ret_key
+ * names the key to blame. */
+static const char *stage_problem(const StageConfig *st, const char **ret_key, char *buf,
+                                 size_t len)
+{
+	unsigned set = (unsigned)st->keys_set;
+	unsigned what = set & action_keys;
+
+	*ret_key = "";
+	if (what == 0)
+		return "the stage does nothing: give one of Exec=, Plugin= or Action=";
+	if (what & (what - 1)) {
+		*ret_key = stage_keys[__builtin_ctz(what & (what - 1))].name;
+		return "give only one of Exec=, Plugin= and Action=";
+	}
+	for (unsigned k = 0; k < ELEMENTSOF(stage_keys); k++) {
+		bool misplaced = ((exec_only_keys >> k) & 1u && !(set & 1u << SK_EXEC)) ||
+		                 (k == SK_PLUGIN_ARG && !(set & 1u << SK_PLUGIN));
+		if (!((set >> k) & 1u) || !misplaced)
+			continue;
+		*ret_key = stage_keys[k].name;
+		snprintf(buf, len, "only a stage with %s= takes this key",
+		         k == SK_PLUGIN_ARG ? "Plugin" : "Exec");
+		return buf;
+	}
+	return NULL;
+}
+
+/* Checks done once the whole file is read: every stage says what it does
+ * and every pipeline has a stage. Records the error nearest the top. */
 static void check_complete(Parser *p)
 {
 	const Config *c = p->c;
-	unsigned best = 0, best_pipeline = 0, best_stage = 0;
-	const KeySpec *best_key = NULL; /* NULL: the pipeline has no stages */
+	unsigned best = 0;
+	char header[2 * STAGE_NAME_MAX + 16], reason[256];
+	const char *key = "", *why = NULL;
 
 	if (c->n_pipelines == 0) {
 		fail(p, -EINVAL, 0, "", "no pipeline defined (add a [pipeline NAME] section)");
@@ -596,44 +828,42 @@ static void check_complete(Parser *p)
 		const PipelineConfig *pl = &c->pipelines[i];
 		if (pl->n_stages == 0 && (best == 0 || p->lines[i].line < best)) {
 			best = p->lines[i].line;
-			best_pipeline = i;
-			best_key = NULL;
+			snprintf(header, sizeof(header), "[pipeline %s]", pl->name);
+			snprintf(reason, sizeof(reason),
+			         "pipeline '%s' has no stages (add a [stage %s/NAME] section)",
+			         pl->name, pl->name);
+			key = header;
+			why = reason;
 		}
 		for (unsigned j = 0; j < pl->n_stages; j++) {
 			unsigned line = p->lines[i].stage_lines[j];
-			for (size_t k = 0; k < ELEMENTSOF(stage_keys); k++) {
-				if (!stage_keys[k].required ||
-				    load_string(&pl->stages[j], &stage_keys[k]) != NULL ||
-				    (best != 0 && line >= best))
-					continue;
-				best = line;
-				best_pipeline = i;
-				best_stage = j;
-				best_key = &stage_keys[k];
-			}
+			char buf[128];
+			const char *k, *w = stage_problem(&pl->stages[j], &k, buf, sizeof(buf));
+			if (!w || (best != 0 && line >= best))
+				continue;
+			best = line;
+			snprintf(header, sizeof(header), "[stage %s/%s]", pl->name,
+			         pl->stages[j].name);
+			snprintf(reason, sizeof(reason), "%s", w);
+			key = k[0] ? k : header;
+			why = reason;
 		}
 	}
-	if (best == 0)
-		return;
-
-	const PipelineConfig *pl = &c->pipelines[best_pipeline];
-	if (!best_key) {
-		char header[STAGE_NAME_MAX + 16];
-		snprintf(header, sizeof(header), "[pipeline %s]", pl->name);
-		fail(p, -EINVAL, best, header,
-		     "pipeline '%s' has no stages (add a [stage %s/NAME] section)", pl->name,
-		     pl->name);
-	} else {
-		fail(p, -EINVAL, best, best_key->name, "required key missing in [stage %s/%s]",
-		     pl->name, pl->stages[best_stage].name);
-	}
+	if (why)
+		fail(p, -EINVAL, best, key, "%s", why);
 }
 
 static void pipeline_config_done(PipelineConfig *pl)
 {
 	for (unsigned j = 0; j < pl->n_stages; j++) {
-		free(pl->stages[j].name);
-		free(pl->stages[j].action);
+		StageConfig *st = &pl->stages[j];
+		free(st->name);
+		free(st->action);
+		free(st->exec);
+		free(st->plugin);
+		free(st->plugin_arg);
+		free(st->retry_exit_codes);
+		free(st->working_directory);
 	}
 	free(pl->stages);
 	free(pl->name);
@@ -741,8 +971,20 @@ bool config_pipeline_same_shape(const PipelineConfig *a, const PipelineConfig *b
 		return false;
 	for (unsigned i = 0; i < a->n_stages; i++) {
 		const StageConfig *x = &a->stages[i], *y = &b->stages[i];
-		if (strcmp(x->name, y->name) != 0 || strcmp(x->action, y->action) != 0 ||
-		    x->capacity != y->capacity)
+		const char *const xs[] = { x->name, x->action, x->exec, x->plugin, x->plugin_arg,
+			                   x->retry_exit_codes, x->working_directory };
+		const char *const ys[] = { y->name, y->action, y->exec, y->plugin, y->plugin_arg,
+			                   y->retry_exit_codes, y->working_directory };
+		for (size_t k = 0; k < ELEMENTSOF(xs); k++)
+			if ((xs[k] == NULL) != (ys[k] == NULL) ||
+			    (xs[k] && strcmp(xs[k], ys[k]) != 0))
+				return false;
+		if (x->capacity != y->capacity || x->max_attempts != y->max_attempts ||
+		    x->retry_delay_usec != y->retry_delay_usec ||
+		    x->retry_max_delay_usec != y->retry_max_delay_usec ||
+		    x->timeout_usec != y->timeout_usec ||
+		    x->timeout_grace_usec != y->timeout_grace_usec ||
+		    x->stdout_mode != y->stdout_mode || x->stderr_tail != y->stderr_tail)
 			return false;
 	}
 	return true;

@@ -12,10 +12,26 @@
  *   [pipeline images]                        ; a pipeline; name as stage_name_is_valid
  *
  *   [stage images/download]                  ; its stages, in file order
- *   Action = sleep:5                         ; action_parse spec (program actions: later
- *   Workers = 3                              ;   issue, with keys Exec=, Timeout=, ...)
+ *   Exec = /usr/bin/curl -fsS -o src -- {url} ; what it does: exactly one of Exec=
+ *                                            ;   (program.h), Plugin= (pipelined-plugin.h)
+ *                                            ;   or Action= (built-in, action.h)
+ *   Workers = 3                              ; 1..STAGE_WORKERS_MAX
  *   Capacity = 64                            ; the stage's input queue, 1..QUEUE_CAPACITY_MAX
+ *   MaxAttempts = 3                          ; runs per job at this stage, 1..100 (default 1)
+ *   RetryDelay = 1s                          ; before the 2nd attempt, doubling (default 1s)
+ *   RetryMaxDelay = 5min                     ; cap of one delay (default 5min)
+ *   ; Exec= stages only:
+ *   RetryExitCodes = 75 timeout signal       ; which failures are retried (default: all)
+ *   Timeout = 30s                            ; SIGTERM to the process group (default: none)
+ *   TimeoutGrace = 5s                        ; then SIGKILL (default 5s)
+ *   WorkingDirectory = /srv/x                ; default: the job's scratch directory
+ *   Stdout = json                            ; json, json-required or ignore (program.h)
+ *   StderrTail = 4KiB                        ; stderr kept with the job, 0..64KiB
+ *   ; Plugin= stages only:
+ *   PluginArg = text                         ; handed to pipelined_worker_init
  *
+ * Durations are a number with a unit us, ms, s, min or h (no unit: seconds);
+ * Timeout = infinity (or 0) means none.
  * Sizes accept a suffix K/KiB, M/MiB, G/GiB (powers of 1024). Keys are
  * case-sensitive, as in systemd units; a key given twice in a section keeps
  * the later value. A stage section must come after its pipeline's section.
@@ -44,9 +60,21 @@
 typedef struct StageConfig {
 	char *name;     /* owned */
 	char *action;   /* owned: the spec, validated by action_parse, in the
-	                 * canonical form action_format writes ("fail" is "fail:1") */
+	                 * canonical form action_format writes ("fail" is "fail:1");
+	                 * NULL unless Action= was given */
+	char *exec;     /* owned: Exec=, validated by exec_template_parse; or NULL */
+	char *plugin;   /* owned: Plugin=, a shared object that loaded; or NULL */
+	char *plugin_arg; /* owned: PluginArg=, or NULL */
 	unsigned workers; /* default 1 */
 	size_t capacity;  /* default 64 */
+	unsigned max_attempts;
+	uint64_t retry_delay_usec, retry_max_delay_usec;
+	char *retry_exit_codes; /* owned: RetryExitCodes= as given (validated), or NULL: all */
+	uint64_t timeout_usec, timeout_grace_usec; /* 0: no timeout */
+	char *working_directory; /* owned, or NULL: the job's scratch directory */
+	unsigned stdout_mode;    /* a ProgramStdout */
+	size_t stderr_tail;
+	uint64_t keys_set; /* bit i: the i-th stage key was given (for checks) */
 } StageConfig;
 
 typedef struct PipelineConfig {
@@ -88,7 +116,11 @@ void config_free(Config *c); /* accepts NULL */
 
 const PipelineConfig *config_find_pipeline(const Config *c, const char *name);
 
-/* True if the two pipelines have the same stages with the same actions and
- * capacities in the same order (worker counts may differ): a reload can
- * then rescale the running pipeline instead of replacing it. */
+/* The retry policy a stage's keys describe. */
+struct RetryPolicy;
+void config_stage_retry(const StageConfig *st, struct RetryPolicy *ret);
+
+/* True if the two pipelines have the same stages with the same keys in the
+ * same order, worker counts aside: a reload can then rescale the running
+ * pipeline instead of replacing it. */
 bool config_pipeline_same_shape(const PipelineConfig *a, const PipelineConfig *b);

@@ -34,12 +34,19 @@ int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job)
 	return 0;
 }
 
+size_t job_retained_bytes(const Job *job)
+{
+	return job->payload_len + job->stderr_len + (job->error ? strlen(job->error) : 0);
+}
+
 void job_free(Job *job)
 {
 	if (!job)
 		return;
 	free(job->payload);
 	free(job->error);
+	free(job->stderr_tail);
+	free(job->workdir);
 	free(job);
 }
 
@@ -50,12 +57,26 @@ void job_take_payload(Job *job, char *new_payload)
 	job->payload_len = strlen(new_payload);
 }
 
-void job_set_failed(Job *job, const char *msg)
+void job_set_error(Job *job, const char *msg)
 {
-	job->state = JOB_FAILED;
 	free(job->error);
 	job->error =
 	        strndup(msg ? msg : "failed", JOB_ERROR_MAX); /* NULL on ENOMEM: reason unknown */
+	if (job->error) /* it may quote a program's output, cut anywhere */
+		utf8_sanitize(job->error, strlen(job->error));
+}
+
+void job_set_failed(Job *job, const char *msg)
+{
+	job->state = JOB_FAILED;
+	job_set_error(job, msg);
+}
+
+void job_take_stderr(Job *job, char *tail, size_t len)
+{
+	free(job->stderr_tail);
+	job->stderr_tail = tail;
+	job->stderr_len = tail ? len : 0;
 }
 
 const char *job_state_to_string(JobState s)
@@ -63,6 +84,7 @@ const char *job_state_to_string(JobState s)
 	static const char *const names[_JOB_STATE_MAX] = {
 		[JOB_QUEUED] = "queued",
 		[JOB_RUNNING] = "running",
+		[JOB_RETRYING] = "retrying",
 		[JOB_DONE] = "done",
 		[JOB_FAILED] = "failed",
 		[JOB_CANCELLED] = "cancelled",
@@ -80,18 +102,29 @@ int job_state_from_string(const char *s, JobState *ret)
 	return -EINVAL;
 }
 
+/* Moves a waiting job (QUEUED or RETRYING) to `to`; false if it was not waiting. */
+static bool take_waiting(Job *job, JobState to, JobState *ret_seen)
+{
+	JobState expected = atomic_load_explicit(&job->state, memory_order_relaxed);
+	while (expected == JOB_QUEUED || expected == JOB_RETRYING)
+		if (atomic_compare_exchange_weak_explicit(&job->state, &expected, to,
+		                                          memory_order_relaxed,
+		                                          memory_order_relaxed))
+			return true;
+	*ret_seen = expected;
+	return false;
+}
+
 bool job_start(Job *job)
 {
-	JobState expected = JOB_QUEUED;
-	return atomic_compare_exchange_strong_explicit(&job->state, &expected, JOB_RUNNING,
-	                                               memory_order_relaxed, memory_order_relaxed);
+	JobState seen;
+	return take_waiting(job, JOB_RUNNING, &seen);
 }
 
 int job_cancel(Job *job)
 {
-	JobState expected = JOB_QUEUED;
-	if (atomic_compare_exchange_strong_explicit(&job->state, &expected, JOB_CANCELLED,
-	                                            memory_order_relaxed, memory_order_relaxed))
+	JobState seen;
+	if (take_waiting(job, JOB_CANCELLED, &seen))
 		return 0;
-	return expected == JOB_RUNNING ? -EBUSY : -EALREADY;
+	return seen == JOB_RUNNING ? -EBUSY : -EALREADY;
 }

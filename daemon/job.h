@@ -21,6 +21,8 @@
 typedef enum JobState {
 	JOB_QUEUED,  /* waiting in a stage's input queue */
 	JOB_RUNNING, /* a worker is running the stage's action on it */
+	JOB_RETRYING, /* its last run failed; it waits in its stage's queue for
+	               * the next attempt (queue_put_delayed), held by no worker */
 	JOB_DONE,    /* left the pipeline after the last stage succeeded */
 	JOB_FAILED,  /* left the pipeline because an action failed; see error */
 	JOB_CANCELLED, /* cancelled while queued (job_cancel); its worker skips it */
@@ -39,13 +41,26 @@ typedef struct Job {
 	char *payload;      /* owned; NUL-terminated JSON text */
 	size_t payload_len; /* strlen(payload) */
 	_Atomic unsigned stage; /* index of the stage the job is queued at, running in, or ended at */
-	unsigned attempt;       /* 1 for the first run of the current stage */
+	/* Written by the owner; read by the loop while the job is in flight. */
+	_Atomic unsigned attempt;       /* 1 for the first run of the current stage */
+	_Atomic uint64_t retry_at_usec; /* JOB_RETRYING: when the next attempt may start
+	                                 * (CLOCK_REALTIME) */
 	unsigned runs;          /* actions run on this job so far, all stages together */
 	/* Written by the thread that owns the job; read (and moved from
 	 * JOB_QUEUED to JOB_CANCELLED) by the loop thread. Owners use relaxed
 	 * stores; the QUEUED→RUNNING step is a compare-and-swap (see job_start). */
 	_Atomic JobState state;
-	char *error; /* owned; why the job failed or was cancelled, else NULL */
+	char *error; /* owned; why the job failed or was cancelled (or, while
+	              * retrying, why the last attempt failed), else NULL */
+	/* The last program a stage ran on this job (program actions): written
+	 * by the worker running it. ran_program is false until one ran. */
+	bool ran_program;
+	bool timed_out;    /* the stage's timeout ended it */
+	int exit_status;   /* 0..255, or -1 when a signal ended it */
+	int term_signal;   /* 0 when it exited */
+	char *stderr_tail; /* owned; the end of its stderr, NUL-terminated; or NULL */
+	size_t stderr_len;
+	char *workdir;     /* owned; the job's scratch directory once a stage made it, else NULL */
 	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
 	uint64_t submitted_usec;
 	uint64_t started_usec;  /* when a worker first took the job */
@@ -55,7 +70,7 @@ typedef struct Job {
 	 * thread touches these, and the engine never does. */
 	struct Job *hash_next;             /* chain in the id hash */
 	struct Job *list_prev, *list_next; /* every tracked job, in id order */
-	struct Job *done_next;             /* finished jobs, oldest first (retention) */
+	struct Job *done_next, *done_prev; /* finished jobs, oldest first (retention) */
 	void *tracker;                     /* the loop's record of the job's pipeline (borrowed) */
 	bool ended;                        /* back from its pipeline: the loop owns it now */
 } Job;
@@ -69,6 +84,10 @@ typedef struct Job {
  * payload over JOB_PAYLOAD_MAX, -ENOMEM. */
 int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job);
 
+/* Bytes a finished job keeps in memory beyond its struct (payload, error,
+ * stderr tail): what retention by bytes counts. */
+size_t job_retained_bytes(const Job *job);
+
 /* Frees the job, its payload and error. Accepts NULL. */
 void job_free(Job *job);
 
@@ -80,16 +99,24 @@ void job_take_payload(Job *job, char *new_payload);
  * (readers show "unknown"); the state change never fails. */
 void job_set_failed(Job *job, const char *msg);
 
+/* As job_set_failed, without changing the state (a run that will be retried). */
+void job_set_error(Job *job, const char *msg);
+
+/* Replaces the stderr tail with tail (stolen; NUL-terminated, len bytes, from
+ * malloc; NULL clears it). */
+void job_take_stderr(Job *job, char *tail, size_t len);
+
 const char *job_state_to_string(JobState s);
 
 /* The parse of job_state_to_string; -EINVAL for an unknown name. */
 int job_state_from_string(const char *s, JobState *ret);
 
-/* Worker side: claims a queued job to run it (QUEUED → RUNNING). Returns
- * false if it was cancelled meanwhile; the worker must then not run it. */
+/* Worker side: claims a queued (or retrying) job to run it (→ RUNNING).
+ * Returns false if it was cancelled meanwhile; the worker must then not run it. */
 bool job_start(Job *job);
 
-/* Loop side: cancels a job waiting in a queue (QUEUED → CANCELLED). Returns
+/* Loop side: cancels a job waiting in a queue (QUEUED or RETRYING →
+ * CANCELLED). Returns
  * 0, or -EBUSY if a worker is running it. The job stays where it is until a
  * worker takes it, skips it and ends it (state JOB_CANCELLED); the loop sets
  * its error when it comes back through on_end. */

@@ -99,11 +99,7 @@ static void apply_retention(JobTable *t)
 	while (t->done_head &&
 	       (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes)) {
 		Job *j = t->done_head;
-		t->done_head = j->done_next;
-		if (!t->done_head)
-			t->done_tail = NULL;
-		t->done_count--;
-		t->done_bytes -= j->payload_len;
+		jobtable_unfinish(t, j);
 		unlink_job(t, j);
 		if (t->on_drop)
 			t->on_drop(t->userdata, j);
@@ -115,14 +111,31 @@ void jobtable_finish(JobTable *t, Job *job)
 {
 	job->ended = true;
 	job->done_next = NULL;
+	job->done_prev = t->done_tail;
 	if (t->done_tail)
 		t->done_tail->done_next = job;
 	else
 		t->done_head = job;
 	t->done_tail = job;
 	t->done_count++;
-	t->done_bytes += job->payload_len;
+	t->done_bytes += job_retained_bytes(job);
 	apply_retention(t);
+}
+
+void jobtable_unfinish(JobTable *t, Job *job)
+{
+	if (job->done_prev)
+		job->done_prev->done_next = job->done_next;
+	else
+		t->done_head = job->done_next;
+	if (job->done_next)
+		job->done_next->done_prev = job->done_prev;
+	else
+		t->done_tail = job->done_prev;
+	job->done_next = job->done_prev = NULL;
+	t->done_count--;
+	t->done_bytes -= job_retained_bytes(job);
+	job->ended = false;
 }
 
 void jobtable_set_retention(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)

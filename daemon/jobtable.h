@@ -5,7 +5,7 @@
  * given out in increasing order and jobs are appended, so the list stays
  * sorted) and a FIFO of finished jobs, oldest first. Retention keeps at
  * most `retain_jobs` finished jobs and at most `retain_bytes` of their
- * payloads; older ones are dropped and freed, so memory stays bounded
+ * payloads, errors and stderr tails; older ones are dropped and freed, so memory stays bounded
  * however many jobs have run.
  *
  * Owns: finished jobs (freed when dropped or with the table). Borrows: jobs
@@ -29,7 +29,7 @@ typedef struct JobTable {
 	Job *head, *tail;           /* every tracked job, id order */
 	Job *done_head, *done_tail; /* finished jobs, the order they finished */
 	size_t done_count;
-	uint64_t done_bytes; /* payload bytes of finished jobs */
+	uint64_t done_bytes; /* job_retained_bytes of finished jobs */
 	uint64_t retain_jobs, retain_bytes;
 	/* Called for each finished job retention drops, just before it is
 	 * freed (the daemon uses it to release the job's pipeline record). */
@@ -52,6 +52,10 @@ void jobtable_remove(JobTable *t, Job *job);
 /* A tracked job came back from its pipeline: takes it (stolen) and keeps
  * it as finished, then applies retention (which may drop it at once). */
 void jobtable_finish(JobTable *t, Job *job);
+
+/* Takes a finished job back out of retention (it is going back into its
+ * pipeline: RequeueJob). It stays tracked, in flight again. */
+void jobtable_unfinish(JobTable *t, Job *job);
 
 /* Changes the retention limits and applies them. */
 void jobtable_set_retention(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes);

@@ -213,6 +213,29 @@ static int submit(Pipeline *p, Job *job, bool wait, bool defer)
 	return 0;
 }
 
+int pipeline_try_requeue(Pipeline *p, Job *job, unsigned stage)
+{
+	if (!atomic_load(&p->started))
+		return -EINVAL;
+	if (stage >= p->n_stages)
+		return -ENOENT;
+	JobState old_state = atomic_load_explicit(&job->state, memory_order_relaxed);
+	unsigned old_stage = atomic_load_explicit(&job->stage, memory_order_relaxed);
+	unsigned old_attempt = job->attempt;
+	job->state = JOB_QUEUED;
+	job->stage = stage;
+	job->attempt = 1;
+	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
+	int r = queue_try_put(stage_queue(p->stages[stage]), job);
+	if (r < 0) {
+		in_flight_dec(p);
+		job->state = old_state;
+		job->stage = old_stage;
+		job->attempt = old_attempt;
+	}
+	return r;
+}
+
 int pipeline_submit(Pipeline *p, Job *job)
 {
 	return submit(p, job, true, false);
@@ -246,23 +269,54 @@ static bool is_cancelled(void *item, void *userdata)
 	return atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_CANCELLED;
 }
 
-size_t pipeline_discard_cancelled(Pipeline *p)
+/* Takes every queued job match() picks out of every queue and ends it,
+ * after fix(job, why) if fix is given. Returns how many. */
+static size_t end_waiting(Pipeline *p, bool (*match)(void *, void *),
+                          void (*fix)(Job *, const char *), const char *why)
 {
 	size_t total = 0;
 	for (unsigned i = 0; i < p->n_stages; i++) {
 		Queue *q = stage_queue(p->stages[i]);
 		void *batch[64];
 		size_t n;
-		while ((n = queue_remove_if(q, is_cancelled, NULL, batch, ELEMENTSOF(batch))) > 0) {
-			atomic_fetch_add_explicit(&p->discarded, n, memory_order_relaxed);
+		while ((n = queue_remove_if(q, match, NULL, batch, ELEMENTSOF(batch))) > 0) {
 			for (size_t k = 0; k < n; k++) {
 				queue_task_done(q);
+				if (fix)
+					fix(batch[k], why);
 				end_job(p, batch[k]);
 			}
 			total += n;
 		}
 	}
 	return total;
+}
+
+size_t pipeline_discard_cancelled(Pipeline *p)
+{
+	size_t n = end_waiting(p, is_cancelled, NULL, NULL);
+	atomic_fetch_add_explicit(&p->discarded, n, memory_order_relaxed);
+	return n;
+}
+
+static bool is_retrying(void *item, void *userdata)
+{
+	Job *job = item;
+	return atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_RETRYING;
+}
+
+static void fail_retry(Job *job, const char *why)
+{
+	char msg[1200];
+	snprintf(msg, sizeof(msg), "%s (not retried: %s)", job->error ? job->error : "failed", why);
+	job_set_failed(job, msg);
+}
+
+size_t pipeline_stop_retries(Pipeline *p, const char *why)
+{
+	for (unsigned i = 0; i < p->n_stages; i++)
+		queue_refuse_delayed(stage_queue(p->stages[i]));
+	return end_waiting(p, is_retrying, fail_retry, why);
 }
 
 int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused)

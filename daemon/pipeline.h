@@ -91,6 +91,13 @@ int pipeline_start(Pipeline *p);
 int pipeline_submit(Pipeline *p, Job *job);
 int pipeline_try_submit(Pipeline *p, Job *job);
 
+/* Puts a job that ended failed back into the pipeline at stage `stage`
+ * (RequeueJob), never blocking. Its state becomes JOB_QUEUED and its attempt
+ * 1. Returns 0 (job stolen); -ENOENT for a stage out of range; -EAGAIN if
+ * that stage's queue is full; -EPIPE once the stage is closed. On error the
+ * caller keeps the job, unchanged. Not counted in `accepted`. */
+int pipeline_try_requeue(Pipeline *p, Job *job, unsigned stage);
+
 /* As pipeline_try_submit, but the first stage's worker that waits for the
  * job is woken only by pipeline_wake_deferred (see queue_try_put_arm_deferred),
  * which the caller must call before it next blocks. */
@@ -106,6 +113,12 @@ int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
  * stage whose workers are all busy for a long time, or paused. Returns how
  * many jobs it ended. Never blocks beyond the queue locks. */
 size_t pipeline_discard_cancelled(Pipeline *p);
+
+/* Stops retries (a shutdown): from now on a failed run is not retried, and
+ * every job waiting for its next attempt ends at once, failed, with
+ * " (not retried: <why>)" after its last error (through on_end, on the
+ * calling thread). Returns how many jobs it ended. */
+size_t pipeline_stop_retries(Pipeline *p, const char *why);
 
 /* See stage_pause; -ENOENT for a stage index out of range. */
 int pipeline_pause_stage(Pipeline *p, unsigned stage, bool paused);

@@ -5,10 +5,20 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+
+#include "util.h"
+
+/* A delayed item: a slot of the min-heap ordered by due time. */
+typedef struct Delayed {
+	uint64_t due_usec; /* CLOCK_MONOTONIC */
+	void *item;
+} Delayed;
 
 struct Queue {
 	pthread_mutex_t lock;
-	pthread_cond_t not_empty; /* signalled on put, broadcast on close and interrupt */
+	pthread_cond_t not_empty; /* signalled on put, broadcast on close and interrupt;
+	                           * CLOCK_MONOTONIC, for the wait on a delayed item */
 	pthread_cond_t not_full;  /* signalled on get, broadcast on close */
 	pthread_cond_t all_done;  /* broadcast when unfinished reaches 0 */
 
@@ -18,6 +28,10 @@ struct Queue {
 	_Atomic size_t length; /* written under lock; read unlocked by queue_length */
 	bool closed;
 	unsigned interrupts; /* generation, bumped by queue_interrupt */
+
+	Delayed *delayed;     /* min-heap by due_usec, n_delayed items */
+	size_t n_delayed, delayed_alloc;
+	bool refuse_delayed;  /* queue_refuse_delayed was called */
 
 	uint64_t unfinished; /* put and not yet marked done; see queue_get_next */
 
@@ -57,7 +71,11 @@ int queue_new(size_t capacity, Queue **ret)
 	pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
 	pthread_mutex_init(&q->lock, &attr);
 	pthread_mutexattr_destroy(&attr);
-	pthread_cond_init(&q->not_empty, NULL);
+	pthread_condattr_t cattr;
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->not_empty, &cattr);
+	pthread_condattr_destroy(&cattr);
 	pthread_cond_init(&q->not_full, NULL);
 	pthread_cond_init(&q->all_done, NULL);
 	*ret = q;
@@ -71,12 +89,21 @@ void queue_free(Queue *q, void (*free_item)(void *))
 	size_t n = atomic_load(&q->length);
 	for (size_t i = 0; free_item && i < n; i++)
 		free_item(q->ring[(q->head + i) % q->capacity]);
+	for (size_t i = 0; free_item && i < q->n_delayed; i++)
+		free_item(q->delayed[i].item);
+	free(q->delayed);
 	pthread_cond_destroy(&q->all_done);
 	pthread_cond_destroy(&q->not_full);
 	pthread_cond_destroy(&q->not_empty);
 	pthread_mutex_destroy(&q->lock);
 	free(q->ring);
 	free(q);
+}
+
+/* Items counted against the capacity: queued and delayed. With the lock held. */
+static size_t occupancy_locked(Queue *q)
+{
+	return atomic_load_explicit(&q->length, memory_order_relaxed) + q->n_delayed;
 }
 
 /* Called with the lock held and room in the ring. Returns whether a getter
@@ -97,8 +124,7 @@ int queue_put(Queue *q, void *item)
 {
 	assert(item);
 	pthread_mutex_lock(&q->lock);
-	while (!q->closed &&
-	       atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
+	while (!q->closed && occupancy_locked(q) >= q->capacity) {
 		q->put_waits++;
 		q->waiting_putters++;
 		pthread_cond_wait(&q->not_full, &q->lock);
@@ -123,7 +149,7 @@ static int try_put(Queue *q, void *item, bool arm, bool defer)
 	pthread_mutex_lock(&q->lock);
 	if (q->closed)
 		r = -EPIPE;
-	else if (atomic_load_explicit(&q->length, memory_order_relaxed) == q->capacity) {
+	else if (occupancy_locked(q) >= q->capacity) {
 		r = -EAGAIN;
 		if (arm && q->room_fn)
 			q->room_wanted = true;
@@ -191,6 +217,100 @@ static void done_locked(Queue *q, unsigned n)
 		pthread_cond_broadcast(&q->all_done);
 }
 
+static void heap_swap(Delayed *h, size_t a, size_t b)
+{
+	Delayed t = h[a];
+	h[a] = h[b];
+	h[b] = t;
+}
+
+static void heap_up(Delayed *h, size_t i)
+{
+	while (i > 0 && h[(i - 1) / 2].due_usec > h[i].due_usec) {
+		heap_swap(h, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(Delayed *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < n && h[l].due_usec < h[m].due_usec)
+			m = l;
+		if (r < n && h[r].due_usec < h[m].due_usec)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(h, i, m);
+		i = m;
+	}
+}
+
+int queue_put_delayed(Queue *q, void *item, uint64_t due_usec)
+{
+	assert(item);
+	pthread_mutex_lock(&q->lock);
+	if (q->refuse_delayed) {
+		pthread_mutex_unlock(&q->lock);
+		return -ECANCELED;
+	}
+	if (q->n_delayed == q->delayed_alloc) {
+		size_t n = q->delayed_alloc ? 2 * q->delayed_alloc : 8;
+		Delayed *h = realloc(q->delayed, n * sizeof(*h));
+		if (!h) {
+			pthread_mutex_unlock(&q->lock);
+			return -ENOMEM;
+		}
+		q->delayed = h;
+		q->delayed_alloc = n;
+	}
+	q->delayed[q->n_delayed] = (Delayed){ .due_usec = due_usec, .item = item };
+	heap_up(q->delayed, q->n_delayed++);
+	q->unfinished++;
+	/* A waiting getter recomputes how long to sleep. */
+	bool wake = q->waiting_getters > 0;
+	pthread_mutex_unlock(&q->lock);
+	if (wake)
+		pthread_cond_signal(&q->not_empty);
+	return 0;
+}
+
+void queue_refuse_delayed(Queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->refuse_delayed = true;
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* With the lock held: takes the earliest delayed item if it is due. */
+static void *take_due_locked(Queue *q)
+{
+	if (q->n_delayed == 0 || q->delayed[0].due_usec > mono_usec())
+		return NULL;
+	void *item = q->delayed[0].item;
+	q->delayed[0] = q->delayed[--q->n_delayed];
+	heap_down(q->delayed, q->n_delayed, 0);
+	return item;
+}
+
+/* Sleeps on not_empty (lock held), until the earliest delayed item is due if
+ * there is one. */
+static void wait_not_empty_locked(Queue *q)
+{
+	q->get_waits++;
+	q->waiting_getters++;
+	if (q->n_delayed > 0) {
+		uint64_t due = q->delayed[0].due_usec;
+		struct timespec ts = { .tv_sec = (time_t)(due / 1000000u),
+			               .tv_nsec = (long)(due % 1000000u) * 1000 };
+		pthread_cond_timedwait(&q->not_empty, &q->lock, &ts);
+	} else {
+		pthread_cond_wait(&q->not_empty, &q->lock);
+	}
+	q->waiting_getters--;
+}
+
 int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen)
 {
 	return queue_get_next(q, 0, ret_item, interrupt_seen);
@@ -198,6 +318,8 @@ int queue_get(Queue *q, void **ret_item, unsigned *interrupt_seen)
 
 int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt_seen)
 {
+	void *item;
+
 	pthread_mutex_lock(&q->lock);
 	done_locked(q, done);
 	for (;;) {
@@ -206,30 +328,32 @@ int queue_get_next(Queue *q, unsigned done, void **ret_item, unsigned *interrupt
 			pthread_mutex_unlock(&q->lock);
 			return -EINTR;
 		}
-		if (atomic_load_explicit(&q->length, memory_order_relaxed) > 0)
+		if ((item = take_due_locked(q)))
 			break;
-		if (q->closed) {
+		size_t len = atomic_load_explicit(&q->length, memory_order_relaxed);
+		if (len > 0) {
+			item = q->ring[q->head];
+			q->ring[q->head] = NULL;
+			q->head = (q->head + 1) % q->capacity;
+			/* Under the lock, so a plain store will do: no read-modify-write. */
+			atomic_store_explicit(&q->length, len - 1, memory_order_relaxed);
+			break;
+		}
+		if (q->closed && q->n_delayed == 0) {
 			pthread_mutex_unlock(&q->lock);
 			return -EPIPE;
 		}
-		q->get_waits++;
-		q->waiting_getters++;
-		pthread_cond_wait(&q->not_empty, &q->lock);
-		q->waiting_getters--;
+		wait_not_empty_locked(q);
 	}
-	*ret_item = q->ring[q->head];
-	q->ring[q->head] = NULL;
-	q->head = (q->head + 1) % q->capacity;
-	/* Under the lock, so a plain store will do: no read-modify-write. */
-	size_t len = atomic_load_explicit(&q->length, memory_order_relaxed);
-	atomic_store_explicit(&q->length, len - 1, memory_order_relaxed);
+	*ret_item = item;
+	size_t occ = occupancy_locked(q);
 	/* Low-water mark: a putter that found the queue full sleeps until the
 	 * queue is down to half, then refills it in one go. Waking it at the
 	 * first free slot would cost a sleep and a wake-up per item while a
 	 * fast stage feeds a slow one. Signalled unlocked, as in push_locked. */
-	bool wake = q->waiting_putters > 0 && len - 1 <= q->capacity / 2;
+	bool wake = q->waiting_putters > 0 && occ <= q->capacity / 2;
 	q->put_wakes += wake;
-	bool room = len - 1 <= q->capacity / 2 && take_room_locked(q);
+	bool room = occ <= q->capacity / 2 && take_room_locked(q);
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_signal(&q->not_full);
@@ -286,6 +410,17 @@ size_t queue_remove_if(Queue *q, bool (*match)(void *item, void *userdata), void
 	for (size_t i = kept; i < len; i++)
 		q->ring[(q->head + i) % q->capacity] = NULL;
 	atomic_store_explicit(&q->length, kept, memory_order_relaxed);
+	size_t n = q->n_delayed;
+	q->n_delayed = 0;
+	for (size_t i = 0; i < n; i++) {
+		Delayed d = q->delayed[i];
+		if (taken < max && match(d.item, userdata)) {
+			out[taken++] = d.item;
+		} else {
+			q->delayed[q->n_delayed] = d;
+			heap_up(q->delayed, q->n_delayed++);
+		}
+	}
 	bool wake = taken > 0 && q->waiting_putters > 0;
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
@@ -307,6 +442,7 @@ void queue_stats(Queue *q, QueueStats *ret)
 	*ret = (QueueStats){
 		.capacity = q->capacity,
 		.length = atomic_load_explicit(&q->length, memory_order_relaxed),
+		.delayed = q->n_delayed,
 		.unfinished = q->unfinished,
 		.closed = q->closed,
 		.put_waits = q->put_waits,

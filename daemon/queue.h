@@ -1,8 +1,19 @@
 /* queue.h — bounded multi-producer multi-consumer blocking queue.
  *
  * A ring buffer of opaque pointers guarded by one mutex and three condition
- * variables (not empty, not full, all done). No call polls or waits with a
- * timeout: a thread blocks only until the state it needs is reached.
+ * variables (not empty, not full, all done). No call polls: a thread blocks
+ * only until the state it needs is reached. The one wait with a deadline is
+ * a getter's while a delayed item (below) is due later and nothing else is
+ * queued: it sleeps until that item is due.
+ *
+ * Delayed items: queue_put_delayed adds an item that getters receive only
+ * once its due time has passed (a job waiting for its next attempt). Due
+ * items are handed out before ring items. They count against the capacity
+ * like queued ones (so a stage full of retries slows the one before it),
+ * but queue_put_delayed itself never blocks nor fails for lack of room: a
+ * stage's worker puts back the one job it holds, so the queue never holds
+ * more than capacity + workers items. A closed queue still hands out its
+ * delayed items when due; getters get -EPIPE only once none is left.
  *
  * Owns: the ring buffer. Borrows: nothing. The items are the caller's; the
  * queue holds them between put and get without looking at them.
@@ -39,7 +50,8 @@ typedef struct Queue Queue;
 
 typedef struct QueueStats {
 	size_t capacity;
-	size_t length;       /* items queued now */
+	size_t length;       /* items queued now, delayed ones not included */
+	size_t delayed;      /* delayed items not yet handed out */
 	uint64_t unfinished; /* put but not yet task_done */
 	bool closed;
 	/* Monotonic counts of how many times a caller had to block. Tests use
@@ -86,7 +98,17 @@ int queue_try_put_arm(Queue *q, void *item);
 int queue_try_put_arm_deferred(Queue *q, void *item);
 void queue_wake_deferred(Queue *q);
 
-/* Takes the oldest item, blocking while the queue is empty and open.
+/* Adds item to be handed out once CLOCK_MONOTONIC reaches due_usec (see
+ * above). Never blocks; allowed on a closed queue. Returns 0, -ENOMEM, or
+ * -ECANCELED after queue_refuse_delayed; on error the caller keeps the item. */
+int queue_put_delayed(Queue *q, void *item, uint64_t due_usec);
+
+/* From now on queue_put_delayed fails with -ECANCELED (a shutdown: no new
+ * retries). Items already delayed stay; take them with queue_remove_if. */
+void queue_refuse_delayed(Queue *q);
+
+/* Takes the oldest item (a due delayed item first), blocking while there is
+ * none and the queue is open or still holds delayed items.
  * Returns 0 and the item in *ret_item; -EPIPE when the queue is closed and
  * empty; -EINTR if interrupt_seen is not NULL and queue_interrupt was called
  * since *interrupt_seen was last updated (it is updated then). The interrupt
@@ -109,7 +131,7 @@ void queue_join(Queue *q);
 /* Closes the queue and wakes every waiting putter and getter. Idempotent. */
 void queue_close(Queue *q);
 
-/* Takes out of the queue up to max items for which match(item, userdata)
+/* Takes out of the queue (delayed items included) up to max items for which match(item, userdata)
  * is true (called with the queue lock held: it must only look at the item),
  * keeping the others in order, and stores them in out[]. The items taken
  * still count as unfinished: the caller marks each done with

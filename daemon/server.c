@@ -16,6 +16,8 @@
 #include "log.h"
 #include "mailbox.h"
 #include "pipeline.h"
+#include "plugin.h"
+#include "program.h"
 #include "proto/errors.h"
 #include "proto/frame.h"
 #include "proto/limits.h"
@@ -391,13 +393,10 @@ static Line *line_param(Conn *c, const ProtoCall *call, bool required)
 	return line;
 }
 
-static int stage_param(Conn *c, const ProtoCall *call, Line *line, unsigned *ret)
+/* The index of line's stage `name`; or -ENOENT after replying NoSuchStage. */
+static int stage_lookup(Conn *c, const ProtoCall *call, Line *line, const char *name,
+                        unsigned *ret)
 {
-	const char *name = NULL;
-	if (proto_param_string(call->parameters, "stage", true, &name) < 0) {
-		reply_invalid_parameter(c, call, "stage");
-		return -EINVAL;
-	}
 	json_t *known = json_array();
 	for (unsigned i = 0; i < line->cfg.n_stages; i++) {
 		if (strcmp(line->cfg.stages[i].name, name) == 0) {
@@ -411,6 +410,16 @@ static int stage_param(Conn *c, const ProtoCall *call, Line *line, unsigned *ret
 	            json_pack("{s:s,s:s,s:o}", "pipeline", line->cfg.name, "stage", name, "known",
 	                      known));
 	return -ENOENT;
+}
+
+static int stage_param(Conn *c, const ProtoCall *call, Line *line, unsigned *ret)
+{
+	const char *name = NULL;
+	if (proto_param_string(call->parameters, "stage", true, &name) < 0) {
+		reply_invalid_parameter(c, call, "stage");
+		return -EINVAL;
+	}
+	return stage_lookup(c, call, line, name, ret);
 }
 
 /* ---- job JSON --------------------------------------------------------------- */
@@ -435,8 +444,12 @@ static json_t *job_to_json(Job *job, bool with_payload)
 	                  job_stage_name(job), "submitted_usec", (json_int_t)job->submitted_usec);
 	if (!o)
 		return NULL;
+	json_object_set_new(o, "attempt", json_integer(job->attempt));
 	if (!job->ended) {
 		json_object_set_new(o, "runs", json_integer(0));
+		if (st == JOB_RETRYING)
+			json_object_set_new(o, "retry_at_usec",
+			                    json_integer((json_int_t)atomic_load(&job->retry_at_usec)));
 		return o;
 	}
 	json_object_set_new(o, "runs", json_integer(job->runs));
@@ -445,6 +458,17 @@ static json_t *job_to_json(Job *job, bool with_payload)
 	json_object_set_new(o, "finished_usec", json_integer((json_int_t)job->finished_usec));
 	if (job->error)
 		json_object_set_new(o, "error", json_string(job->error));
+	if (job->ran_program) {
+		if (job->term_signal)
+			json_object_set_new(o, "signal", json_integer(job->term_signal));
+		else
+			json_object_set_new(o, "exit_status", json_integer(job->exit_status));
+		json_object_set_new(o, "timed_out", json_boolean(job->timed_out));
+	}
+	if (job->stderr_tail)
+		json_object_set_new(o, "stderr", json_stringn(job->stderr_tail, job->stderr_len));
+	if (job->workdir)
+		json_object_set_new(o, "workdir", json_string(job->workdir));
 	if (with_payload) {
 		json_t *p = json_loadb(job->payload, job->payload_len, 0, NULL);
 		if (p && json_is_object(p))
@@ -856,6 +880,113 @@ static void method_cancel_job(Conn *c, ProtoCall *call)
 	pipeline_discard_cancelled(((Line *)job->tracker)->pipeline);
 }
 
+static void method_requeue_job(Conn *c, ProtoCall *call)
+{
+	Server *s = c->server;
+	Job *job = job_param(c, call);
+	if (!job)
+		return;
+	JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
+	if (!job->ended || st != JOB_FAILED) {
+		reply_error(c, call, PROTO_ERR_JOB_NOT_REQUEUEABLE,
+		            json_pack("{s:I,s:s}", "id", (json_int_t)job->id, "state",
+		                      job_state_to_string(st)));
+		return;
+	}
+	if (s->shutting_down) {
+		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
+		return;
+	}
+	/* The stage that failed, by name: a reload may have replaced the
+	 * pipeline since (the job then goes to its successor). */
+	Line *old = job->tracker, *line = old->retired ? find_line(s, old->cfg.name) : old;
+	const char *stage_name = job_stage_name(job);
+	unsigned index;
+	if (!line) {
+		reply_error(c, call, PROTO_ERR_NO_SUCH_PIPELINE,
+		            json_pack("{s:s,s:o}", "pipeline", old->cfg.name, "known",
+		                      known_pipelines(s)));
+		return;
+	}
+	if (line->closing) {
+		reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
+		            json_pack("{s:s}", "pipeline", line->cfg.name));
+		return;
+	}
+	if (stage_lookup(c, call, line, stage_name, &index) < 0)
+		return;
+
+	jobtable_unfinish(&s->jobs, job);
+	char *old_error = job->error;
+	uint64_t old_finished = job->finished_usec;
+	job->error = NULL;
+	job->finished_usec = 0;
+	int r = pipeline_try_requeue(line->pipeline, job, index);
+	if (r < 0) {
+		job->error = old_error;
+		job->finished_usec = old_finished;
+		jobtable_finish(&s->jobs, job); /* now the newest finished job */
+		if (r == -EAGAIN)
+			reply_error(c, call, PROTO_ERR_BUSY,
+			            json_pack("{s:s,s:I}", "pipeline", line->cfg.name,
+			                      "retry_after_ms", (json_int_t)retry_after_ms(line, 1)));
+		else
+			reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
+			            json_pack("{s:s}", "pipeline", line->cfg.name));
+		return;
+	}
+	free(old_error);
+	line->in_flight++;
+	if (line != old) {
+		job->tracker = line;
+		line->refs++;
+		old->refs--;
+		line_maybe_free(old);
+	}
+	watchers_event(s, "requeued", line, line->cfg.stages[index].name, job);
+	reply(c, call, json_pack("{s:o}", "job", job_to_json(job, false)), false);
+}
+
+/* ---- scratch directories -------------------------------------------------- */
+
+/* Removal of a scratch directory on the loop's thread pool: the loop itself
+ * never waits for the disk. */
+typedef struct Removal {
+	uv_work_t work;
+	char path[];
+} Removal;
+
+static void removal_run(uv_work_t *w)
+{
+	Removal *rm = container_of(w, Removal, work);
+	int r = action_remove_workdir(rm->path);
+	if (r < 0)
+		log_warning("cannot remove scratch directory %s: %s", rm->path, strerror(-r));
+}
+
+static void removal_done(uv_work_t *w, int status)
+{
+	free(container_of(w, Removal, work));
+}
+
+/* Forgets job's scratch directory and removes it in the background. */
+static void remove_workdir_later(Server *s, Job *job)
+{
+	if (!job->workdir)
+		return;
+	size_t n = strlen(job->workdir) + 1;
+	Removal *rm = malloc(sizeof(*rm) + n);
+	if (rm) {
+		memcpy(rm->path, job->workdir, n);
+		if (uv_queue_work(s->loop, &rm->work, removal_run, removal_done) < 0) {
+			log_warning("cannot remove scratch directory %s", rm->path);
+			free(rm);
+		}
+	}
+	free(job->workdir);
+	job->workdir = NULL;
+}
+
 static void method_list_jobs(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", "state", "after_id", "limit", NULL };
@@ -930,9 +1061,12 @@ static void on_job_ended(Mailbox *m, MailNode *node, void *userdata)
 	Job *job = container_of(node, Job, node);
 	Line *line = job->tracker;
 
-	if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_CANCELLED && !job->error)
-		job->error = strdup(s->shutdown_now ? "discarded by a shutdown (mode now)"
-		                                    : "cancelled by request");
+	if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_CANCELLED) {
+		if (!job->error)
+			job->error = strdup(s->shutdown_now ? "discarded by a shutdown (mode now)"
+			                                    : "cancelled by request");
+		remove_workdir_later(s, job);
+	}
 	job->ended = true;
 	line->in_flight--;
 	line->ended++;
@@ -969,6 +1103,7 @@ static void on_job_ended(Mailbox *m, MailNode *node, void *userdata)
 static void on_job_dropped(void *userdata, Job *job)
 {
 	Line *line = job->tracker;
+	remove_workdir_later(line->server, job); /* a failed job's, kept until now */
 	line->refs--;
 	line_maybe_free(line);
 }
@@ -1105,6 +1240,20 @@ static void method_set_workers(Conn *c, ProtoCall *call)
 	reply(c, call, NULL, false);
 }
 
+/* What a stage does, for Stats: "exec:/usr/bin/curl ...", "plugin:PATH",
+ * or the built-in action's spec. Ellipsized to fit buf. */
+static void stage_config_describe(const StageConfig *st, char *buf, size_t len)
+{
+	if (st->exec)
+		snprintf(buf, len, "exec:%s", st->exec);
+	else if (st->plugin)
+		snprintf(buf, len, "plugin:%s", st->plugin);
+	else
+		snprintf(buf, len, "%s", st->action);
+	if (strlen(buf) == len - 1 && len > 4)
+		memcpy(buf + len - 4, "...", 4);
+}
+
 static json_t *line_stats(Line *line)
 {
 	PipelineStats ps;
@@ -1113,14 +1262,18 @@ static json_t *line_stats(Line *line)
 	for (unsigned i = 0; i < line->cfg.n_stages; i++) {
 		StageStats st;
 		stage_stats(pipeline_stage(line->pipeline, i), &st);
+		char action[ACTION_SPEC_MAX + 16];
+		stage_config_describe(&line->cfg.stages[i], action, sizeof(action));
 		json_array_append_new(
 		        stages,
-		        json_pack("{s:s,s:s,s:i,s:i,s:i,s:b,s:I,s:I,s:I,s:I}", "name", st.name,
-		                  "action", line->cfg.stages[i].action, "workers", (int)st.workers,
-		                  "busy", (int)st.busy, "handing_on", (int)st.handing_on, "paused",
-		                  st.paused, "queue_length", (json_int_t)st.queue.length,
-		                  "queue_capacity", (json_int_t)st.queue.capacity, "succeeded",
-		                  (json_int_t)st.succeeded, "failed", (json_int_t)st.failed));
+		        json_pack("{s:s,s:s%,s:i,s:i,s:i,s:b,s:I,s:I,s:I,s:I,s:I,s:I}", "name",
+		                  st.name, "action", action, strlen(action), "workers",
+		                  (int)st.workers, "busy", (int)st.busy, "handing_on",
+		                  (int)st.handing_on, "paused", st.paused, "queue_length",
+		                  (json_int_t)st.queue.length, "queue_capacity",
+		                  (json_int_t)st.queue.capacity, "retrying",
+		                  (json_int_t)st.queue.delayed, "succeeded", (json_int_t)st.succeeded,
+		                  "failed", (json_int_t)st.failed, "retries", (json_int_t)st.retries));
 	}
 	const char *state = line->closed ? "closed" : line->closing ? "closing" : "running";
 	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", line->cfg.name, "state",
@@ -1176,12 +1329,24 @@ static void method_watch(Conn *c, ProtoCall *call)
 
 /* ---- lines: creation, reload ------------------------------------------------ */
 
+/* The string fields of a StageConfig, for deep copies. */
+static const size_t stage_string_fields[] = {
+	offsetof(StageConfig, name),       offsetof(StageConfig, action),
+	offsetof(StageConfig, exec),       offsetof(StageConfig, plugin),
+	offsetof(StageConfig, plugin_arg), offsetof(StageConfig, retry_exit_codes),
+	offsetof(StageConfig, working_directory),
+};
+
+static char **stage_string(StageConfig *st, size_t k)
+{
+	return (char **)((char *)st + stage_string_fields[k]);
+}
+
 static void pipeline_config_clear(PipelineConfig *p)
 {
-	for (unsigned i = 0; i < p->n_stages; i++) {
-		free(p->stages[i].name);
-		free(p->stages[i].action);
-	}
+	for (unsigned i = 0; i < p->n_stages; i++)
+		for (size_t k = 0; k < ELEMENTSOF(stage_string_fields); k++)
+			free(*stage_string(&p->stages[i], k));
 	free(p->stages);
 	free(p->name);
 	*p = (PipelineConfig){ 0 };
@@ -1198,10 +1363,14 @@ static int pipeline_config_copy(const PipelineConfig *from, PipelineConfig *to)
 	for (unsigned i = 0; i < from->n_stages; i++) {
 		StageConfig *st = &to->stages[i];
 		*st = from->stages[i];
-		st->name = strdup(from->stages[i].name);
-		st->action = strdup(from->stages[i].action);
 		to->n_stages++;
-		if (!st->name || !st->action) {
+		bool oom = false;
+		for (size_t k = 0; k < ELEMENTSOF(stage_string_fields); k++) {
+			char **f = stage_string(st, k);
+			if (*f && !(*f = strdup(*f))) /* NULL now: clear skips it */
+				oom = true;
+		}
+		if (oom) {
 			pipeline_config_clear(to);
 			return -ENOMEM;
 		}
@@ -1213,6 +1382,18 @@ static int pipeline_config_copy(const PipelineConfig *from, PipelineConfig *to)
 static void hook_on_end(void *userdata, Job *job)
 {
 	Line *line = userdata;
+	/* A job that is done no longer needs its scratch directory; this runs
+	 * on the worker that ended it, which may wait for the disk. (A failed
+	 * job keeps it; a cancelled one is cleaned by the loop, see
+	 * on_job_ended: this hook can run on the loop's thread for those.) */
+	if (job->workdir && atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_DONE) {
+		int r = action_remove_workdir(job->workdir);
+		if (r < 0)
+			log_warning("job %" PRIu64 ": cannot remove scratch directory %s: %s",
+			            job->id, job->workdir, strerror(-r));
+		free(job->workdir);
+		job->workdir = NULL;
+	}
 	mailbox_post(&line->server->mailbox, &job->node);
 }
 
@@ -1253,6 +1434,39 @@ static void line_maybe_free(Line *line)
 	uv_close((uv_handle_t *)&line->closed_async, on_line_handle_closed);
 }
 
+/* The action a stage's configuration describes (new, in *ret). Returns 0, or
+ * -errno with a reason in err. */
+static int stage_action_new(Server *s, const char *pipeline, const StageConfig *st, Action **ret,
+                            char *err, size_t errlen)
+{
+	const char *state_dir = s->config->state_dir;
+	int r;
+
+	if (st->exec) {
+		const ProgramOptions o = {
+			.exec = st->exec,
+			.working_directory = st->working_directory,
+			.timeout_usec = st->timeout_usec,
+			.grace_usec = st->timeout_grace_usec,
+			.stdout_mode = (ProgramStdout)st->stdout_mode,
+			.stderr_tail = st->stderr_tail,
+		};
+		Program *prog;
+		r = program_new(&o, &prog, err, errlen);
+		return r < 0 ? r : action_new_program(prog, pipeline, state_dir, ret);
+	}
+	if (st->plugin) {
+		Plugin *pl;
+		r = plugin_open(st->plugin, st->plugin_arg, &pl, err, errlen);
+		return r < 0 ? r : action_new_plugin(pl, pipeline, state_dir, ret);
+	}
+	const char *why = "invalid action";
+	r = action_parse(st->action, ret, &why);
+	if (r < 0)
+		snprintf(err, errlen, "%s", why);
+	return r;
+}
+
 static int line_new(Server *s, const PipelineConfig *cfg, Line **ret, char *err, size_t errlen)
 {
 	static const PipelineHooks hooks = {
@@ -1277,13 +1491,18 @@ static int line_new(Server *s, const PipelineConfig *cfg, Line **ret, char *err,
 	for (unsigned i = 0; r >= 0 && i < cfg->n_stages; i++) {
 		const StageConfig *st = &cfg->stages[i];
 		Action *a;
-		const char *why = "invalid action";
-		r = action_parse(st->action, &a, &why);
+		char why[256] = "";
+		r = stage_action_new(s, cfg->name, st, &a, why, sizeof(why));
 		if (r < 0) {
 			snprintf(err, errlen, "%s/%s: %s", cfg->name, st->name, why);
 			break;
 		}
 		r = pipeline_add_stage(line->pipeline, st->name, st->workers, st->capacity, a);
+		if (r >= 0) {
+			RetryPolicy retry;
+			config_stage_retry(st, &retry);
+			stage_set_retry(pipeline_stage(line->pipeline, i), &retry);
+		}
 	}
 	if (r >= 0) {
 		r = uv_async_init(s->loop, &line->room_async, on_room_async);
@@ -1563,6 +1782,7 @@ static const struct {
 	{ "io.pipelined.ListJobs", method_list_jobs },
 	{ "io.pipelined.WaitJob", method_wait_job },
 	{ "io.pipelined.CancelJob", method_cancel_job },
+	{ "io.pipelined.RequeueJob", method_requeue_job },
 	{ "io.pipelined.Watch", method_watch },
 	{ "io.pipelined.Stats", method_stats },
 	{ "io.pipelined.PauseStage", method_pause },
@@ -1955,8 +2175,13 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 			hold_done(c);
 		}
 	}
-	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
-		line_close(container_of(l, Line, link));
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		line_close(line);
+		/* A retry may be due in an hour: the shutdown does not wait for it.
+		 * (Jobs live in memory until the journal: they end failed.) */
+		pipeline_stop_retries(line->pipeline, "the daemon shut down");
+	}
 	uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0);
 	check_shutdown_done(s);
 }

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -21,7 +22,11 @@ typedef struct Worker {
 	 * read-modify-write and no sharing between workers), read by
 	 * stage_stats from any thread. */
 	_Atomic unsigned char state; /* a WorkerState */
-	_Atomic uint64_t succeeded, failed, cancelled;
+	_Atomic uint64_t succeeded, failed, cancelled, retries;
+	void *action_state;  /* from action_worker_init */
+	bool init_failed;    /* action_worker_init failed: each job fails with init_error */
+	char init_error[256];
+	uint64_t rng;        /* xorshift state for retry jitter */
 } Worker;
 
 typedef enum WorkerState {
@@ -35,6 +40,7 @@ struct Stage {
 	unsigned index;
 	Queue *queue;
 	Action *action;
+	RetryPolicy retry; /* immutable once started */
 	StageHooks hooks;
 	void *userdata;
 
@@ -52,7 +58,8 @@ struct Stage {
 	unsigned parked;  /* workers waiting in wait_while_paused */
 	bool closed;
 	uint64_t threads_started, threads_joined;
-	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled; /* from workers already joined */
+	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled,
+	        reaped_retries; /* from workers already joined */
 };
 
 bool stage_name_is_valid(const char *name)
@@ -96,6 +103,7 @@ int stage_new(const char *name, unsigned index, unsigned workers, size_t capacit
 	s->hooks = *hooks;
 	s->userdata = userdata;
 	s->target = workers;
+	s->retry = RETRY_POLICY_NONE;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->worker_exited, NULL);
 	pthread_cond_init(&s->resumed, NULL);
@@ -110,8 +118,74 @@ static void bump(_Atomic uint64_t *c)
 	                      memory_order_relaxed);
 }
 
-/* Runs one job through the action and hands it on. The caller marks it done
- * on the queue (with its next queue_get_next). */
+void stage_set_retry(Stage *s, const RetryPolicy *policy)
+{
+	assert(s->threads_started == 0);
+	s->retry = *policy;
+	if (s->retry.max_attempts == 0)
+		s->retry.max_attempts = 1;
+}
+
+uint64_t retry_delay_usec(const RetryPolicy *policy, unsigned attempt)
+{
+	uint64_t d = policy->delay_usec;
+	for (unsigned i = 2; i < attempt && d < policy->max_delay_usec; i++)
+		d *= 2;
+	return d < policy->max_delay_usec ? d : policy->max_delay_usec;
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}
+
+/* Whether the failure of the run just made (r < 0; ran_program: it was a
+ * program's) may be tried again. */
+static bool retryable(const RetryPolicy *p, const Job *job, int r, bool ran_program)
+{
+	if (job->attempt >= p->max_attempts || r == -EPERM)
+		return false;
+	if (!ran_program)
+		return true;
+	if (job->timed_out)
+		return p->on_timeout;
+	if (job->term_signal != 0)
+		return p->on_signal;
+	unsigned st = (unsigned)job->exit_status & 255u;
+	return p->any_exit_code || (p->exit_codes[st / 8] & (1u << (st % 8)));
+}
+
+/* Puts a job whose run failed back on the queue for its next attempt.
+ * Returns false if it could not (no memory, or retries were stopped by a
+ * shutdown): the job then fails, with why in err. */
+static bool schedule_retry(Worker *w, Job *job, char *err, size_t errlen)
+{
+	Stage *s = w->stage;
+	uint64_t delay = retry_delay_usec(&s->retry, job->attempt + 1);
+	delay -= delay > 1 ? xorshift(&w->rng) % (delay / 2 + 1) : 0; /* jitter: up to half off */
+	job->attempt++;
+	job->retry_at_usec = real_usec() + delay;
+	/* RETRYING before it is visible in the queue: from then on the loop
+	 * may cancel it and another worker may take it. */
+	atomic_store_explicit(&job->state, JOB_RETRYING, memory_order_relaxed);
+	int r = queue_put_delayed(s->queue, job, mono_usec() + delay);
+	if (r == 0)
+		return true;
+	job->attempt--;
+	atomic_store_explicit(&job->state, JOB_RUNNING, memory_order_relaxed);
+	size_t n = strnlen(err, errlen);
+	snprintf(err + n, errlen - n, " (not retried: %s)",
+	         r == -ECANCELED ? "the daemon is shutting down" : "out of memory");
+	return false;
+}
+
+/* Runs one job through the action and hands it on (or puts it back for a
+ * retry). The caller marks it done on the queue (with its next
+ * queue_get_next). */
 static void work(Worker *w, Job *job)
 {
 	Stage *s = w->stage;
@@ -128,10 +202,30 @@ static void work(Worker *w, Job *job)
 		job->started_usec = real_usec();
 
 	atomic_store_explicit(&w->state, WORKER_RUNNING, memory_order_relaxed);
-	int r = action_run(s->action, s->name, job, err, sizeof(err));
+	/* ran_program tells whether this run was a program's; the fields of
+	 * an earlier stage's program stay for GetJob if it was not. */
+	bool ran_before = job->ran_program;
+	job->ran_program = false;
+	int r;
+	if (w->init_failed) {
+		snprintf(err, sizeof(err), "%s", w->init_error);
+		r = -EIO;
+	} else {
+		r = action_run(s->action, w->action_state, s->name, job, err, sizeof(err));
+	}
 	atomic_store_explicit(&w->state, WORKER_HANDING, memory_order_relaxed);
 	job->runs++;
+	bool ran_program = job->ran_program;
+	job->ran_program = ran_program || ran_before;
 
+	if (r < 0 && retryable(&s->retry, job, r, ran_program)) {
+		job_set_error(job, err);
+		if (schedule_retry(w, job, err, sizeof(err))) {
+			bump(&w->retries);
+			atomic_store_explicit(&w->state, WORKER_IDLE, memory_order_relaxed);
+			return;
+		}
+	}
 	if (r < 0) {
 		job_set_failed(job, err);
 		bump(&w->failed);
@@ -178,6 +272,10 @@ static void *worker_main(void *arg)
 	comm[3 + n] = '\0';
 	pthread_setname_np(pthread_self(), comm);
 
+	w->rng = ((uint64_t)(uintptr_t)w ^ mono_usec() ^ 0x9e3779b97f4a7c15u) | 1u;
+	w->init_failed = action_worker_init(s->action, &w->action_state, w->init_error,
+	                                    sizeof(w->init_error)) < 0;
+
 	for (;;) {
 		void *item;
 		if (atomic_load_explicit(&s->paused, memory_order_relaxed)) {
@@ -211,6 +309,9 @@ static void *worker_main(void *arg)
 		work(w, item);
 		done = 1;
 	}
+
+	if (!w->init_failed)
+		action_worker_fini(s->action, w->action_state);
 
 	pthread_mutex_lock(&s->lock);
 	w->exited = true;
@@ -300,6 +401,7 @@ static Worker *take_exited_locked(Stage *s)
 			s->reaped_failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
 			s->reaped_cancelled +=
 			        atomic_load_explicit(&w->cancelled, memory_order_relaxed);
+			s->reaped_retries += atomic_load_explicit(&w->retries, memory_order_relaxed);
 			*p = w->next;
 			w->next = exited;
 			exited = w;
@@ -441,6 +543,7 @@ void stage_stats(Stage *s, StageStats *ret)
 		.succeeded = s->reaped_succeeded,
 		.failed = s->reaped_failed,
 		.cancelled = s->reaped_cancelled,
+		.retries = s->reaped_retries,
 		.paused = atomic_load_explicit(&s->paused, memory_order_relaxed),
 		.parked = s->parked,
 		.threads_started = s->threads_started,
@@ -453,6 +556,7 @@ void stage_stats(Stage *s, StageStats *ret)
 		ret->succeeded += atomic_load_explicit(&w->succeeded, memory_order_relaxed);
 		ret->failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
 		ret->cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
+		ret->retries += atomic_load_explicit(&w->retries, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&s->lock);
 	queue_stats(s->queue, &ret->queue);

@@ -14,6 +14,16 @@
  * Close: stage_close closes the input queue. Workers finish what is queued,
  * then exit; the last one to exit calls hooks->on_exited, once.
  *
+ * Retries: when the action fails and the stage's RetryPolicy allows
+ * another attempt, the worker puts the job back on its own queue as a
+ * delayed item (queue_put_delayed, state JOB_RETRYING) due after an
+ * exponential backoff with jitter, and takes the next job: a job waiting for
+ * its retry holds no worker. Otherwise the job is handed on as failed.
+ *
+ * Per-worker action state: each worker calls action_worker_init before its
+ * first job and action_worker_fini as it exits (plugin actions keep their
+ * per-thread state there).
+ *
  * Pause: stage_pause parks the workers on a condition variable between
  * jobs (counted in StageStats.parked); a resume, a close or a lower worker
  * count wakes them. A worker that takes a job cancelled while it waited
@@ -43,6 +53,27 @@
 
 typedef struct Stage Stage;
 
+/* When a failed run is tried again (a stage's MaxAttempts=, RetryDelay=,
+ * RetryMaxDelay=, RetryExitCodes= keys). The delay before attempt n+1 is
+ * delay_usec * 2^(n-1), at most max_delay_usec, of which a random part
+ * (up to half) is taken off so that jobs that failed together do not all
+ * come back together. */
+typedef struct RetryPolicy {
+	unsigned max_attempts;   /* runs at one stage, first included; 1: never retry */
+	uint64_t delay_usec;     /* before the second attempt */
+	uint64_t max_delay_usec; /* cap on one delay */
+	/* Which failures are retried. A failure of a program that exited with
+	 * status N is retried if N is in exit_codes (or any_exit_code); one
+	 * ended by the timeout if on_timeout, by a signal if on_signal. A
+	 * failure of another kind (built-in action, plugin) is retried unless
+	 * the action said it is permanent (-EPERM). */
+	bool any_exit_code;
+	bool on_timeout, on_signal;
+	uint8_t exit_codes[32]; /* bitmap: bit N set = status N is retried */
+} RetryPolicy;
+
+#define RETRY_POLICY_NONE ((RetryPolicy){ .max_attempts = 1 })
+
 typedef struct StageHooks {
 	/* Required. Called on the worker thread with the job after the action
 	 * ran (state JOB_RUNNING on success, JOB_FAILED on failure). Takes the
@@ -63,6 +94,7 @@ typedef struct StageStats {
 	uint64_t succeeded;  /* actions that succeeded */
 	uint64_t failed;     /* actions that failed */
 	uint64_t cancelled;  /* cancelled jobs this stage's workers skipped */
+	uint64_t retries;    /* failed runs put back for another attempt */
 	bool paused;
 	unsigned parked; /* workers waiting for a resume (they take no job) */
 	uint64_t threads_started, threads_joined;
@@ -81,6 +113,13 @@ bool stage_name_is_valid(const char *name);
  * also on failure). Returns 0, -EINVAL, -ENOMEM. */
 int stage_new(const char *name, unsigned index, unsigned workers, size_t capacity, Action *action,
               const StageHooks *hooks, void *userdata, Stage **ret);
+
+/* Sets the retry policy (copied). Only before stage_start. */
+void stage_set_retry(Stage *s, const RetryPolicy *policy);
+
+/* The delay before attempt `attempt` (2 for the first retry) under policy,
+ * before jitter. */
+uint64_t retry_delay_usec(const RetryPolicy *policy, unsigned attempt);
 
 /* Starts the workers. Returns 0, or -errno from pthread_create; then the
  * workers that did start have been stopped and joined (the stage is closed,

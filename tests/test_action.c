@@ -131,7 +131,7 @@ END_TEST
 static int run(Action *a, Job *j, char *err, size_t n)
 {
 	err[0] = '\0';
-	return action_run(a, "st", j, err, n);
+	return action_run(a, NULL, "st", j, err, n);
 }
 
 START_TEST(test_run_fail_every_nth)

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "program.h"
+#include "stage.h"
 #include "pipeline.h"
 #include "queue.h"
 #include "stage.h"
@@ -120,6 +122,8 @@ static void expect_error(const char *text, int code, unsigned line, const char *
 /* The same, with room for one key (line 3) in its stage before the Action. */
 #define STAGE_KEY(kv)  "[pipeline p]\n[stage p/s]\n" kv "\nAction = noop\n"
 #define DAEMON_KEY(kv) "[daemon]\n" kv "\n" OK_PIPELINE
+/* A program stage with room for one key (line 4). */
+#define EXEC_KEY(kv) "[pipeline p]\n[stage p/s]\nExec = /bin/true\n" kv "\n"
 
 static const char syntax[] = "syntax error (expected [section] or key = value)";
 static const char workers_range[] = "not a whole number in 1..1024";
@@ -165,9 +169,6 @@ static const struct {
 	{ DAEMON_KEY("socket = /run/x.sock"), 2, "socket",
 	  "unknown key in [daemon] (known: Socket, StateDirectory, MaxConnections, "
 	  "MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec)" },
-	{ STAGE_KEY("Exec = /bin/true"), 3, "Exec",
-	  "unknown key in [stage] (known: Action, Workers, Capacity)" },
-	{ STAGE_KEY("Timeout = 5"), 3, "Timeout", "unknown key" },
 	{ "[pipeline p]\nWorkers = 2\n[stage p/s]\nAction = noop\n", 2, "Workers",
 	  "unknown key ([pipeline] sections take no keys)" },
 	/* Numbers. */
@@ -218,13 +219,44 @@ static const struct {
 	{ STAGE_KEY("Action = sleep:0"), 3, "Action",
 	  "argument is not a whole number in the allowed range" },
 	{ STAGE_KEY("Action ="), 3, "Action", "empty action" },
-	{ "[pipeline p]\n[stage p/s]\nWorkers = 2\n", 2, "Action",
-	  "required key missing in [stage p/s]" },
+	{ "[pipeline p]\n[stage p/s]\nWorkers = 2\n", 2, "[stage p/s]",
+	  "the stage does nothing: give one of Exec=, Plugin= or Action=" },
+	/* Program and plugin stages. */
+	{ EXEC_KEY("Exec = /bin/true\nAction = noop"), 2, "Exec",
+	  "give only one of Exec=, Plugin= and Action=" },
+	{ STAGE_KEY("Timeout = 5s"), 2, "Timeout", "only a stage with Exec= takes this key" },
+	{ STAGE_KEY("Stdout = ignore"), 2, "Stdout", "only a stage with Exec= takes this key" },
+	{ STAGE_KEY("RetryExitCodes = 75"), 2, "RetryExitCodes",
+	  "only a stage with Exec= takes this key" },
+	{ EXEC_KEY("PluginArg = x"), 2, "PluginArg", "only a stage with Plugin= takes this key" },
+	{ EXEC_KEY("Timeout = 5x"), 4, "Timeout", "not a duration" },
+	{ EXEC_KEY("Timeout = -1s"), 4, "Timeout", "not a duration" },
+	{ EXEC_KEY("Timeout = 8d"), 4, "Timeout", "not a duration" },
+	{ EXEC_KEY("TimeoutGrace = 0"), 4, "TimeoutGrace", "not a duration in range, above 0" },
+	{ EXEC_KEY("RetryDelay = 0"), 4, "RetryDelay", "not a duration" },
+	{ EXEC_KEY("RetryExitCodes = 256"), 4, "RetryExitCodes", "expected exit statuses 1..255" },
+	{ EXEC_KEY("RetryExitCodes = 0"), 4, "RetryExitCodes", "expected exit statuses 1..255" },
+	{ EXEC_KEY("RetryExitCodes = 75 sometimes"), 4, "RetryExitCodes",
+	  "expected exit statuses 1..255" },
+	{ EXEC_KEY("RetryExitCodes ="), 4, "RetryExitCodes", "expected exit statuses 1..255" },
+	{ EXEC_KEY("MaxAttempts = 0"), 4, "MaxAttempts", "not a whole number in 1..100" },
+	{ EXEC_KEY("MaxAttempts = 101"), 4, "MaxAttempts", "not a whole number in 1..100" },
+	{ EXEC_KEY("Stdout = yaml"), 4, "Stdout", "unknown value (known: json, json-required, ignore)" },
+	{ EXEC_KEY("StderrTail = 65K"), 4, "StderrTail", "not a size in 0..64KiB" },
+	{ EXEC_KEY("WorkingDirectory = tmp"), 4, "WorkingDirectory", "not an absolute path" },
+	{ "[pipeline p]\n[stage p/s]\nExec = bin/true\n", 3, "Exec", "absolute path" },
+	{ "[pipeline p]\n[stage p/s]\nExec = /no/such/program\n", 3, "Exec", "/no/such/program" },
+	{ "[pipeline p]\n[stage p/s]\nExec = /bin/echo 'open\n", 3, "Exec", "unterminated" },
+	{ "[pipeline p]\n[stage p/s]\nExec = /bin/echo {bad field}\n", 3, "Exec", "placeholder" },
+	{ "[pipeline p]\n[stage p/s]\nExec =\n", 3, "Exec", "empty" },
+	{ "[pipeline p]\n[stage p/s]\nPlugin = plugin.so\n", 3, "Plugin", "absolute" },
+	{ "[pipeline p]\n[stage p/s]\nPlugin = /no/such/plugin.so\n", 3, "Plugin",
+	  "/no/such/plugin.so" },
 	/* Whole-file checks: the one nearest the top is reported. */
 	{ "[pipeline a]\n" OK_PIPELINE, 1, "[pipeline a]",
 	  "pipeline 'a' has no stages (add a [stage a/NAME] section)" },
-	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5, "Action",
-	  "required key missing in [stage b/x]" },
+	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5,
+	  "[stage b/x]", "the stage does nothing" },
 	{ OK_PIPELINE "[pipeline a]\n[pipeline b]\n[stage b/x]\nWorkers = 1\n", 4, "[pipeline a]",
 	  "has no stages" },
 	{ "", 0, "", "no pipeline defined" },
@@ -342,6 +374,68 @@ START_TEST(test_defaults)
 	/* A UTF-8 byte order mark before the first header is skipped. */
 	c = load_ok("\xEF\xBB\xBF[pipeline p]\n[stage p/s]\nAction = noop\n");
 	ck_assert_str_eq(c->pipelines[0].name, "p");
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_program_stage_keys)
+{
+	Config *c = load_ok("[pipeline p]\n"
+	                    "[stage p/a]\n"
+	                    "Exec = /bin/sh -c 'cat' sh {name}\n"
+	                    "Timeout = 1500ms\n"
+	                    "TimeoutGrace = 2s\n"
+	                    "WorkingDirectory = /tmp\n"
+	                    "Stdout = json-required\n"
+	                    "StderrTail = 64KiB\n"
+	                    "MaxAttempts = 100\n"
+	                    "RetryDelay = 2ms\n"
+	                    "RetryMaxDelay = 2min\n"
+	                    "RetryExitCodes = 75 69,timeout\n"
+	                    "[stage p/b]\n"
+	                    "Exec = /bin/true\n"
+	                    "Timeout = infinity\n"
+	                    "[stage p/c]\n"
+	                    "Action = fail:2\n"
+	                    "MaxAttempts = 3\n"
+	                    "RetryDelay = 1h\n");
+	const StageConfig *a = &c->pipelines[0].stages[0], *b = &c->pipelines[0].stages[1],
+	                  *st = &c->pipelines[0].stages[2];
+	ck_assert_str_eq(a->exec, "/bin/sh -c 'cat' sh {name}");
+	ck_assert_ptr_null(a->action);
+	ck_assert_uint_eq(a->timeout_usec, 1500000);
+	ck_assert_uint_eq(a->timeout_grace_usec, 2000000);
+	ck_assert_str_eq(a->working_directory, "/tmp");
+	ck_assert_uint_eq(a->stdout_mode, PROGRAM_STDOUT_JSON_REQUIRED);
+	ck_assert_uint_eq(a->stderr_tail, 65536);
+	ck_assert_uint_eq(a->max_attempts, 100);
+	ck_assert_uint_eq(a->retry_delay_usec, 2000);
+	ck_assert_uint_eq(a->retry_max_delay_usec, 120000000);
+
+	RetryPolicy pol;
+	config_stage_retry(a, &pol);
+	ck_assert(!pol.any_exit_code && pol.on_timeout && !pol.on_signal);
+	ck_assert(pol.exit_codes[75 / 8] & (1u << (75 % 8)));
+	ck_assert(pol.exit_codes[69 / 8] & (1u << (69 % 8)));
+	ck_assert(!(pol.exit_codes[1 / 8] & (1u << (1 % 8))));
+
+	/* Defaults. */
+	ck_assert_uint_eq(b->timeout_usec, 0);
+	ck_assert_uint_eq(b->timeout_grace_usec, 5000000);
+	ck_assert_ptr_null(b->working_directory);
+	ck_assert_uint_eq(b->stdout_mode, PROGRAM_STDOUT_JSON);
+	ck_assert_uint_eq(b->stderr_tail, 4096);
+	ck_assert_uint_eq(b->max_attempts, 1);
+	ck_assert_uint_eq(b->retry_delay_usec, 1000000);
+	ck_assert_uint_eq(b->retry_max_delay_usec, 300000000);
+	config_stage_retry(b, &pol);
+	ck_assert(pol.any_exit_code && pol.on_timeout && pol.on_signal);
+	ck_assert_uint_eq(pol.max_attempts, 1);
+
+	/* Retries apply to built-in actions too. */
+	ck_assert_str_eq(st->action, "fail:2");
+	ck_assert_uint_eq(st->max_attempts, 3);
+	ck_assert_uint_eq(st->retry_delay_usec, 3600000000u);
 	config_free(c);
 }
 END_TEST
@@ -630,6 +724,26 @@ START_TEST(test_same_shape)
 		ck_assert_msg(!config_pipeline_same_shape(o, base), "%s", differ[i]);
 	}
 	config_free(c);
+
+	/* Program stages: every key counts, and Exec= vs Action= differ. */
+	c = load_ok("[pipeline base]\n[stage base/a]\nExec = /bin/true {x}\nTimeout = 5s\n"
+	            "[pipeline w]\n[stage w/a]\nExec = /bin/true {x}\nTimeout = 5s\nWorkers = 4\n"
+	            "[pipeline t]\n[stage t/a]\nExec = /bin/true {x}\nTimeout = 6s\n"
+	            "[pipeline e]\n[stage e/a]\nExec = /bin/true {y}\nTimeout = 5s\n"
+	            "[pipeline m]\n[stage m/a]\nExec = /bin/true {x}\nTimeout = 5s\nMaxAttempts = 2\n"
+	            "[pipeline r]\n[stage r/a]\nExec = /bin/true {x}\nTimeout = 5s\n"
+	            "RetryExitCodes = 3\n"
+	            "[pipeline o]\n[stage o/a]\nExec = /bin/true {x}\nTimeout = 5s\nStdout = ignore\n"
+	            "[pipeline n]\n[stage n/a]\nAction = noop\n");
+	base = config_find_pipeline(c, "base");
+	ck_assert(config_pipeline_same_shape(base, config_find_pipeline(c, "w")));
+	static const char *const differ2[] = { "t", "e", "m", "r", "o", "n" };
+	for (size_t i = 0; i < ELEMENTSOF(differ2); i++) {
+		const PipelineConfig *o = config_find_pipeline(c, differ2[i]);
+		ck_assert_msg(!config_pipeline_same_shape(base, o), "%s", differ2[i]);
+		ck_assert_msg(!config_pipeline_same_shape(o, base), "%s", differ2[i]);
+	}
+	config_free(c);
 }
 END_TEST
 
@@ -717,6 +831,7 @@ int main(void)
 	tcase_add_test(tc, test_nul_byte_and_long_lines);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_every_key_and_order);
+	tcase_add_test(tc, test_program_stage_keys);
 	tcase_add_test(tc, test_later_value_wins);
 	tcase_add_loop_test(tc, test_sizes, 0, (int)ELEMENTSOF(sizes));
 	tcase_add_test(tc, test_size_and_number_limits);

@@ -25,6 +25,7 @@ typedef struct Record {
 	_Atomic unsigned idle_calls;
 	char last_error[256];
 	unsigned last_failed_stage;
+	_Atomic unsigned last_runs, last_attempt; /* of the last job that ended */
 	Pipeline *p;
 } Record;
 
@@ -49,6 +50,8 @@ static void on_end(void *userdata, Job *job)
 	Record *r = userdata;
 	if (job->id <= r->n_jobs)
 		atomic_fetch_add(&r->ended[job->id], 1);
+	atomic_store(&r->last_runs, job->runs);
+	atomic_store(&r->last_attempt, job->attempt);
 	if (job->state == JOB_DONE) {
 		atomic_fetch_add(&r->done, 1);
 		if (r->expect_runs && job->runs != r->expect_runs)
@@ -717,6 +720,207 @@ START_TEST(test_resize_racing_close_joins_every_thread)
 }
 END_TEST
 
+/* ---- retries ---- */
+
+static const RetryPolicy three_fast_attempts = {
+	.max_attempts = 3,
+	.delay_usec = 1000,
+	.max_delay_usec = 1000,
+	.any_exit_code = true,
+};
+
+START_TEST(test_retry_until_attempts_are_used_up)
+{
+	Record *r = record_new(1);
+	const StageDef st[] = { { "s", 1, "fail" } };
+	Pipeline *p = new_pipeline(r, "retry", 8, st, 1);
+	stage_set_retry(pipeline_stage(p, 0), &three_fast_attempts);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	submit_ids(p, 1, 1);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->failed, 1);
+	ck_assert_uint_eq(r->last_runs, 3);
+	ck_assert_uint_eq(r->last_attempt, 3);
+	ck_assert(strstr(r->last_error, "fail action"));
+	ck_assert_uint_eq(sstats(p, 0).retries, 2);
+	ck_assert_uint_eq(sstats(p, 0).failed, 1);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* Fails the first two attempts; records when each run started and ended. */
+static _Atomic uint64_t run_start[4], run_end[4];
+static int fail_twice(void *userdata, const char *stage, Job *job, char *err, size_t errlen)
+{
+	unsigned a = job->attempt;
+	if (a < 4)
+		atomic_store(&run_start[a], mono_usec());
+	int r = 0;
+	if (a < 3) {
+		snprintf(err, errlen, "attempt %u fails", a);
+		r = -EIO;
+	}
+	if (a < 4)
+		atomic_store(&run_end[a], mono_usec());
+	return r;
+}
+
+START_TEST(test_retry_then_success_after_backoff)
+{
+	Record *r = record_new(1);
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
+	ck_assert_int_eq(action_new_function(fail_twice, NULL, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "s", 2, 8, a), 0);
+	RetryPolicy pol = three_fast_attempts;
+	pol.delay_usec = 40000; /* then 80 ms */
+	pol.max_delay_usec = 1000000;
+	stage_set_retry(pipeline_stage(p, 0), &pol);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	submit_ids(p, 1, 1);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, 1);
+	ck_assert_uint_eq(r->last_runs, 3);
+	/* Jitter takes off at most half of each delay: lower bounds only. */
+	ck_assert_uint_ge(run_start[2] - run_end[1], 20000);
+	ck_assert_uint_ge(run_start[3] - run_end[2], 40000);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* Job 1 fails at once and is retried an hour later; the others succeed. */
+static int fail_first_job(void *userdata, const char *stage, Job *job, char *err, size_t errlen)
+{
+	if (job->id != 1)
+		return 0;
+	snprintf(err, errlen, "job 1 fails");
+	return -EIO;
+}
+
+START_TEST(test_job_waiting_for_retry_holds_no_worker)
+{
+	Record *r = record_new(5);
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
+	ck_assert_int_eq(action_new_function(fail_first_job, NULL, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "s", 1, 8, a), 0); /* one worker */
+	RetryPolicy pol = three_fast_attempts;
+	pol.delay_usec = pol.max_delay_usec = 3600u * 1000000u;
+	stage_set_retry(pipeline_stage(p, 0), &pol);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	Job *first = job(1);
+	ck_assert_int_eq(pipeline_submit(p, first), 0);
+	WAIT_UNTIL(sstats(p, 0).queue.delayed == 1);
+	ck_assert_int_eq(atomic_load(&first->state), JOB_RETRYING);
+	ck_assert_uint_ge(atomic_load(&first->retry_at_usec), real_usec() + 1800u * 1000000u);
+	/* The only worker is free for the jobs behind it. */
+	submit_ids(p, 2, 5);
+	WAIT_UNTIL(r->done == 4);
+	ck_assert_uint_eq(sstats(p, 0).busy, 0);
+	ck_assert_uint_eq(pstats(p).in_flight, 1);
+	/* A retrying job can be cancelled, and taken out at once. */
+	ck_assert_int_eq(job_cancel(first), 0);
+	ck_assert_uint_eq(pipeline_discard_cancelled(p), 1);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->failed, 1);
+	assert_each_ended_once(r);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+static int fail_permanently(void *userdata, const char *stage, Job *job, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "bad input");
+	return -EPERM;
+}
+
+START_TEST(test_permanent_failure_is_not_retried)
+{
+	Record *r = record_new(1);
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
+	ck_assert_int_eq(action_new_function(fail_permanently, NULL, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "s", 1, 8, a), 0);
+	stage_set_retry(pipeline_stage(p, 0), &three_fast_attempts);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	submit_ids(p, 1, 1);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->failed, 1);
+	ck_assert_uint_eq(r->last_runs, 1);
+	ck_assert_uint_eq(sstats(p, 0).retries, 0);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+START_TEST(test_backoff_doubles_up_to_the_cap)
+{
+	const RetryPolicy pol = { .max_attempts = 100, .delay_usec = 100, .max_delay_usec = 1000 };
+	static const uint64_t want[] = { 0, 0, 100, 200, 400, 800, 1000, 1000 };
+	for (unsigned attempt = 2; attempt < ELEMENTSOF(want); attempt++)
+		ck_assert_uint_eq(retry_delay_usec(&pol, attempt), want[attempt]);
+	ck_assert_uint_eq(retry_delay_usec(&pol, 100), 1000);
+}
+END_TEST
+
+/* A failed job goes back in at the stage that failed, not at the start. */
+static int fail_unless_fixed(void *userdata, const char *stage, Job *job, char *err,
+                             size_t errlen)
+{
+	if (atomic_load((_Atomic bool *)userdata))
+		return 0;
+	snprintf(err, errlen, "not fixed yet");
+	return -EIO;
+}
+
+static _Atomic(Job *) kept_job;
+static void keep_on_end(void *userdata, Job *job)
+{
+	atomic_store(&kept_job, job);
+}
+
+START_TEST(test_requeue_resumes_at_the_failed_stage)
+{
+	static _Atomic bool fixed;
+	static const PipelineHooks keep = { .on_end = keep_on_end };
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("requeue", &keep, NULL, &p), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "first", 1, 8, action("rewrite")), 0);
+	ck_assert_int_eq(action_new_function(fail_unless_fixed, &fixed, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "second", 1, 8, a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "third", 1, 8, action("rewrite")), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	ck_assert_int_eq(pipeline_submit(p, job(1)), 0);
+	pipeline_drain(p);
+	Job *j = atomic_exchange(&kept_job, NULL);
+	ck_assert_int_eq(j->state, JOB_FAILED);
+	ck_assert_uint_eq(j->stage, 1);
+	ck_assert_str_eq(j->payload, "{\"stage\":\"first\",\"input\":{\"n\":1}}");
+
+	ck_assert_int_eq(pipeline_try_requeue(p, j, 3), -ENOENT);
+	ck_assert_int_eq(j->state, JOB_FAILED); /* unchanged on error */
+	atomic_store(&fixed, true);
+	ck_assert_int_eq(pipeline_try_requeue(p, j, 1), 0);
+	pipeline_drain(p);
+	ck_assert_ptr_eq(atomic_exchange(&kept_job, NULL), j);
+	ck_assert_int_eq(j->state, JOB_DONE);
+	/* "first" ran once: the job went back in at "second". */
+	ck_assert_str_eq(j->payload, "{\"stage\":\"third\",\"input\":{\"stage\":\"first\","
+	                             "\"input\":{\"n\":1}}}");
+	ck_assert_uint_eq(j->runs, 4);
+	ck_assert_uint_eq(pstats(p).accepted, 1); /* a requeue is not a new submit */
+	job_free(j);
+	pipeline_free(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -734,6 +938,14 @@ int main(void)
 	tcase_add_test(tc, test_pause_cancel_resume);
 	tcase_add_test(tc, test_cancel_running_and_close_while_paused);
 	tcase_add_test(tc, test_room_hook_after_full_submit);
+	suite_add_tcase(s, tc);
+	tc = tcase("retry");
+	tcase_add_test(tc, test_retry_until_attempts_are_used_up);
+	tcase_add_test(tc, test_retry_then_success_after_backoff);
+	tcase_add_test(tc, test_job_waiting_for_retry_holds_no_worker);
+	tcase_add_test(tc, test_permanent_failure_is_not_retried);
+	tcase_add_test(tc, test_backoff_doubles_up_to_the_cap);
+	tcase_add_test(tc, test_requeue_resumes_at_the_failed_stage);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

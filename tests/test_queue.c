@@ -447,6 +447,158 @@ START_TEST(test_free_passes_leftovers)
 }
 END_TEST
 
+/* ---- delayed items (retries) ---- */
+
+static uint64_t mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+START_TEST(test_delayed_not_handed_out_before_due)
+{
+	Queue *q;
+	void *item;
+	ck_assert_int_eq(queue_new(8, &q), 0);
+	uint64_t due = mono_now() + 200 * 1000;
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(1), due), 0);
+	ck_assert_int_eq(queue_put(q, ITEM(2)), 0);
+	ck_assert_uint_eq(stats(q).delayed, 1);
+	ck_assert_uint_eq(stats(q).unfinished, 2);
+	/* The ring item comes first: the delayed one is not due. */
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 2);
+	/* Then the getter sleeps until it is due, never less. */
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 1);
+	ck_assert_uint_ge(mono_now(), due);
+	ck_assert_uint_eq(stats(q).delayed, 0);
+	queue_free(q, NULL);
+}
+END_TEST
+
+START_TEST(test_delayed_due_items_first_in_due_order)
+{
+	Queue *q;
+	void *item;
+	ck_assert_int_eq(queue_new(8, &q), 0);
+	ck_assert_int_eq(queue_put(q, ITEM(1)), 0);
+	uint64_t now = mono_now();
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(12), now - 10), 0);
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(11), now - 20), 0);
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(13), now - 5), 0);
+	for (unsigned want = 11; want <= 13; want++) {
+		ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+		ck_assert_uint_eq(NUM(item), want);
+	}
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 1);
+	queue_free(q, NULL);
+}
+END_TEST
+
+START_TEST(test_delayed_counts_against_capacity)
+{
+	Queue *q;
+	void *item;
+	ck_assert_int_eq(queue_new(2, &q), 0);
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(9), mono_now() + 3600u * 1000000u), 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(1)), 0);
+	ck_assert_int_eq(queue_try_put(q, ITEM(2)), -EAGAIN);
+	/* Never refused for room: a worker puts back the job it holds. */
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(10), mono_now() + 3600u * 1000000u), 0);
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 1);
+	ck_assert_int_eq(queue_try_put(q, ITEM(2)), -EAGAIN); /* 2 delayed: still full */
+	ck_assert_uint_eq(stats(q).delayed, 2);
+	queue_free(q, NULL);
+}
+END_TEST
+
+static void *get_one(void *arg)
+{
+	void *item = NULL;
+	ck_assert_int_eq(queue_get(arg, &item, NULL), 0);
+	return item;
+}
+
+START_TEST(test_delayed_wakes_a_sleeping_getter)
+{
+	Queue *q;
+	pthread_t t;
+	ck_assert_int_eq(queue_new(4, &q), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, get_one, q), 0);
+	WAIT_UNTIL(stats(q).get_waits == 1); /* asleep with no deadline */
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(7), mono_now() + 50 * 1000), 0);
+	void *item;
+	pthread_join(t, &item); /* hangs if the getter was not told to look again */
+	ck_assert_uint_eq(NUM(item), 7);
+	queue_free(q, NULL);
+}
+END_TEST
+
+START_TEST(test_close_hands_out_delayed_items_first)
+{
+	Queue *q;
+	void *item;
+	ck_assert_int_eq(queue_new(4, &q), 0);
+	uint64_t due = mono_now() + 100 * 1000;
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(3), due), 0);
+	queue_close(q);
+	ck_assert_int_eq(queue_put(q, ITEM(4)), -EPIPE);
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(5), due), 0); /* its own worker's retry */
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_ge(mono_now(), due);
+	ck_assert_int_eq(queue_get(q, &item, NULL), -EPIPE);
+	queue_free(q, NULL);
+}
+END_TEST
+
+static bool is_odd(void *item, void *userdata)
+{
+	return NUM(item) % 2 == 1;
+}
+
+START_TEST(test_remove_if_takes_delayed_items)
+{
+	Queue *q;
+	void *out[8], *item;
+	ck_assert_int_eq(queue_new(8, &q), 0);
+	uint64_t now = mono_now();
+	for (unsigned i = 1; i <= 5; i++)
+		ck_assert_int_eq(queue_put_delayed(q, ITEM(i), now - 100 + i), 0);
+	ck_assert_int_eq(queue_put(q, ITEM(7)), 0);
+	ck_assert_uint_eq(queue_remove_if(q, is_odd, NULL, out, 8), 4); /* 1 3 5 7 */
+	ck_assert_uint_eq(stats(q).delayed, 2);
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 2); /* still in due order */
+	ck_assert_int_eq(queue_get(q, &item, NULL), 0);
+	ck_assert_uint_eq(NUM(item), 4);
+	queue_free(q, NULL);
+}
+END_TEST
+
+static unsigned freed_delayed;
+static void count_free_delayed(void *item)
+{
+	freed_delayed++;
+}
+
+START_TEST(test_free_passes_delayed_leftovers)
+{
+	Queue *q;
+	ck_assert_int_eq(queue_new(64, &q), 0);
+	for (unsigned i = 1; i <= 20; i++) /* past the heap's first allocation */
+		ck_assert_int_eq(queue_put_delayed(q, ITEM(i), mono_now() + 3600u * 1000000u), 0);
+	ck_assert_int_eq(queue_put(q, ITEM(99)), 0);
+	freed_delayed = 0;
+	queue_free(q, count_free_delayed);
+	ck_assert_uint_eq(freed_delayed, 21);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("queue");
@@ -462,6 +614,15 @@ int main(void)
 	tcase_add_test(tc, test_join_returns_exactly_after_last_task_done);
 	tcase_add_test(tc, test_interrupt);
 	tcase_add_test(tc, test_free_passes_leftovers);
+	suite_add_tcase(s, tc);
+	tc = tcase("delayed");
+	tcase_add_test(tc, test_delayed_not_handed_out_before_due);
+	tcase_add_test(tc, test_delayed_due_items_first_in_due_order);
+	tcase_add_test(tc, test_delayed_counts_against_capacity);
+	tcase_add_test(tc, test_delayed_wakes_a_sleeping_getter);
+	tcase_add_test(tc, test_close_hands_out_delayed_items_first);
+	tcase_add_test(tc, test_remove_if_takes_delayed_items);
+	tcase_add_test(tc, test_free_passes_delayed_leftovers);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

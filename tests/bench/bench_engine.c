@@ -253,7 +253,7 @@ static int bench_efficiency(uint64_t n)
 	char err[64];
 	uint64_t s0 = mono_usec();
 	for (int i = 0; i < 200; i++)
-		action_run(a, "probe", probe, err, sizeof(err));
+		action_run(a, NULL, "probe", probe, err, sizeof(err));
 	double real5 = (double)(mono_usec() - s0) / 200.0 / 1000.0;
 	action_free(a);
 	job_free(probe);

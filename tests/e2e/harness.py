@@ -53,9 +53,11 @@ def have_pipelinectl():
 # ---- configuration ----------------------------------------------------------
 
 
-def stage(name, action, workers=None, capacity=None):
-    """One stage of a pipeline, for make_config."""
-    return {"name": name, "action": action, "workers": workers, "capacity": capacity}
+def stage(name, action=None, workers=None, capacity=None, **keys):
+    """One stage of a pipeline, for make_config: a built-in Action=, or
+    (action None) what keys say, e.g. Exec="/bin/true", Timeout="1s"."""
+    return {"name": name, "action": action, "workers": workers, "capacity": capacity,
+            "keys": keys}
 
 
 def make_config(pipelines, state_dir, **daemon):
@@ -68,7 +70,11 @@ def make_config(pipelines, state_dir, **daemon):
     for name, stages in pipelines.items():
         lines += ["", "[pipeline %s]" % name]
         for st in stages:
-            lines += ["", "[stage %s/%s]" % (name, st["name"]), "Action = %s" % st["action"]]
+            lines += ["", "[stage %s/%s]" % (name, st["name"])]
+            if st["action"] is not None:
+                lines.append("Action = %s" % st["action"])
+            for key, value in st.get("keys", {}).items():
+                lines.append("%s = %s" % (key, value))
             if st["workers"] is not None:
                 lines.append("Workers = %d" % st["workers"])
             if st["capacity"] is not None:

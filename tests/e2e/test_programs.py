@@ -1,0 +1,317 @@
+"""Program stages (Exec=): what a program gets and gives back, every way a
+child can misbehave, scratch directories, retries, failed jobs and requeue.
+
+The programs are small shell and Python scripts written to a temporary
+directory by each test class. No test waits for a fixed time: timeouts are
+configured short (300 ms) and the tests wait for the job's end state."""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from harness import IFACE, E2ETestCase, stage, wait_until
+
+SCRIPTS = {
+    # Prints its arguments as a JSON object: the next payload.
+    "argv.py": "import json, sys\nprint(json.dumps({'argv': sys.argv[1:]}))\n",
+    # Echoes what it got: stdin, environment and working directory.
+    "env.sh": """p=$(cat)
+printf '{"input":%s,"id":"%s","pipeline":"%s","stage":"%s","attempt":"%s","workdir":"%s","pwd":"%s"}\\n' \\
+  "$p" "$PIPELINED_JOB_ID" "$PIPELINED_PIPELINE" "$PIPELINED_STAGE" "$PIPELINED_ATTEMPT" \\
+  "$PIPELINED_WORKDIR" "$(pwd)"
+""",
+    # Fails with 75 (EX_TEMPFAIL) on its first two attempts.
+    "flaky.sh": """[ "$PIPELINED_ATTEMPT" -ge 3 ] && exit 0
+echo "attempt $PIPELINED_ATTEMPT failed" >&2
+exit 75
+""",
+    "stubborn.sh": "trap '' TERM\nwhile :; do sleep 0.1; done\n",
+    "grandchild.sh": "sleep 1000 &\necho $! > \"$1\"\nexit 0\n",
+    "noisy.sh": """i=0
+while [ $i -lt 10000 ]; do echo "line $i" >&2; i=$((i+1)); done
+echo "the last words" >&2
+exit 1
+""",
+    "make.sh": "echo made > made.txt\n",
+    "check.sh": "test -f made.txt || exit 4\n[ -e \"$1\" ] || { echo \"flag $1 missing\" >&2; exit 1; }\n",
+    "flag.sh": "[ -e \"$1\" ] || { echo \"flag $1 missing\" >&2; exit 1; }\n",
+    "log.sh": "echo \"$PIPELINED_STAGE\" >> \"$1\"\n",
+}
+
+
+def write_scripts(test):
+    d = tempfile.mkdtemp(prefix="pipelined-prog-")
+    test.addCleanup(shutil.rmtree, d, True)
+    for name, text in SCRIPTS.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    return d
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Programs(E2ETestCase):
+
+    def setUp(self):
+        self.dir = d = write_scripts(self)
+        sh = "/bin/sh " + d + "/"
+        fast = {"Timeout": "300ms", "TimeoutGrace": "300ms"}
+        self.daemon = self.start_daemon({
+            "env": [stage("first", Exec=sh + "env.sh"), stage("second", Exec=sh + "env.sh")],
+            "argv": [stage("a", Exec="%s %s/argv.py {a} {b}" % (sys.executable, d))],
+            "safe": [stage("a", Exec="%s %s/argv.py -- {a}" % (sys.executable, d))],
+            "hang": [stage("a", Exec="/bin/sleep 1000", **fast)],
+            "stubborn": [stage("a", Exec=sh + "stubborn.sh", **fast)],
+            "flood": [stage("a", Exec="/usr/bin/head -c 100000000 /dev/zero")],
+            "grandchild": [stage("a", Exec=sh + "grandchild.sh {pidfile}")],
+            "early": [stage("a", Exec="/bin/sh -c 'exit 0'"), stage("b", Exec="/bin/sh -c 'exit 3'")],
+            "signal": [stage("a", Exec="/bin/sh -c 'kill -9 $$'")],
+            "noisy": [stage("a", Exec=sh + "noisy.sh", StderrTail="200")],
+            "required": [stage("a", Exec="/bin/echo not json", Stdout="json-required")],
+            "scratch": [stage("make", Exec=sh + "make.sh"), stage("check", Exec=sh + "check.sh {flag}")],
+            "flaky": [stage("a", Exec=sh + "flaky.sh", MaxAttempts="3", RetryDelay="10ms",
+                            RetryExitCodes="75")],
+            "notretried": [stage("a", Exec="/bin/sh -c 'exit 1'", MaxAttempts="3",
+                                 RetryDelay="10ms", RetryExitCodes="75 timeout")],
+            "slowretry": [stage("a", Exec=sh + "flaky.sh", workers=1, MaxAttempts="3",
+                                RetryDelay="1h", RetryMaxDelay="2h")],
+            "requeue": [stage("a", Exec=sh + "log.sh {log}"),
+                        stage("b", Exec=sh + "flag.sh {flag}"),
+                        stage("c", Exec=sh + "log.sh {log}")],
+        })
+        self.c = self.connect(self.daemon)
+
+    def run_job(self, pipeline, payload=None):
+        job_id = self.submit(self.c, pipeline, payload or {})
+        self.wait_job(self.c, job_id)
+        return self.get_job(self.c, job_id)
+
+    # -- what a program gets and gives back
+
+    def test_payload_environment_and_working_directory(self):
+        """The payload comes on stdin, a JSON object on stdout is the next payload, the
+        PIPELINED_* variables are set, and the cwd is the job's scratch directory."""
+        job = self.run_job("env", {"k": "v"})
+        self.assertEqual(job["state"], "done", job)
+        out = job["payload"]
+        self.assertEqual(out["stage"], "second")
+        first = out["input"]
+        self.assertEqual(first["input"], {"k": "v"})
+        self.assertEqual((first["id"], first["pipeline"], first["stage"], first["attempt"]),
+                         (str(job["id"]), "env", "first", "1"))
+        workdir = os.path.join(self.daemon.state_dir, "jobs", str(job["id"]))
+        self.assertEqual(first["workdir"], workdir)
+        self.assertEqual(out["workdir"], workdir, "stages share one scratch directory")
+        self.assertEqual(os.path.realpath(first["pwd"]), os.path.realpath(workdir))
+        self.assertEqual(job["exit_status"], 0)
+
+    def test_a_field_is_always_exactly_one_argument(self):
+        """Blanks, quotes, $(...) and ; in a value reach the program verbatim, as one argument."""
+        a, b = "x y; rm -rf / \"q\" 'q'", "$(id) `id` * ~"
+        job = self.run_job("argv", {"a": a, "b": b})
+        self.assertEqual(job["payload"], {"argv": [a, b]})
+        job = self.run_job("argv", {"a": 42, "b": True})
+        self.assertEqual(job["payload"], {"argv": ["42", "true"]})
+
+    def test_a_field_cannot_become_an_option(self):
+        """A value starting with '-' where an option could go fails the job at once (never
+        retried); after a literal -- it is accepted."""
+        for evil in ("--version", "-rf", "-"):
+            job = self.run_job("argv", {"a": evil, "b": "x"})
+            self.assertEqual(job["state"], "failed", job)
+            self.assertIn("payload field 'a' starts with '-'", job["error"])
+            self.assertNotIn("exit_status", job, "no program ran")
+        job = self.run_job("safe", {"a": "--version"})
+        self.assertEqual(job["payload"], {"argv": ["--", "--version"]})
+
+    def test_missing_and_unusable_fields(self):
+        for payload, why in (({"a": "x"}, "payload has no field 'b'"),
+                             ({"a": {"o": 1}, "b": "x"}, "payload field 'a' is an object"),
+                             ({"a": None, "b": "x"}, "payload field 'a' is null")):
+            job = self.run_job("argv", payload)
+            self.assertEqual(job["state"], "failed", job)
+            self.assertIn(why, job["error"])
+
+    # -- misbehaving children
+
+    def test_a_child_that_hangs_is_killed_at_the_timeout(self):
+        job = self.run_job("hang")
+        self.assertEqual(job["state"], "failed")
+        self.assertTrue(job["timed_out"])
+        self.assertEqual(job["signal"], 15)
+        self.assertIn("timed out after 300ms", job["error"])
+
+    def test_a_child_that_ignores_sigterm_gets_sigkill(self):
+        job = self.run_job("stubborn")
+        self.assertEqual(job["state"], "failed")
+        self.assertTrue(job["timed_out"])
+        self.assertEqual(job["signal"], 9)
+        self.assertIn("SIGKILL", job["error"])
+
+    def test_a_child_writing_100_mb_to_stdout(self):
+        """The output past the capture limit is read and dropped: the child never blocks,
+        and text that is not a JSON object leaves the payload unchanged."""
+        job = self.run_job("flood", {"keep": 1})
+        self.assertEqual(job["state"], "done", job)
+        self.assertEqual(job["payload"], {"keep": 1})
+
+    def test_a_grandchild_holding_the_pipe_does_not_hold_the_job(self):
+        pidfile = os.path.join(self.dir, "grandchild.pid")
+        job = self.run_job("grandchild", {"pidfile": pidfile})
+        self.assertEqual(job["state"], "done", job)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        wait_until(lambda: not pid_alive(pid), "the grandchild to be killed with its group")
+
+    def test_a_child_that_exits_before_reading_stdin(self):
+        big = {"blob": "x" * 60000}
+        job = self.run_job("early", big)
+        self.assertEqual((job["state"], job["stage"], job["exit_status"]), ("failed", "b", 3))
+        self.assertEqual(job["error"], "exited with status 3")
+
+    def test_a_child_killed_by_a_signal(self):
+        job = self.run_job("signal")
+        self.assertEqual(job["state"], "failed")
+        self.assertEqual(job["signal"], 9)
+        self.assertFalse(job["timed_out"])
+        self.assertNotIn("exit_status", job)
+        self.assertEqual(job["error"], "killed by signal 9 (SIGKILL)")
+
+    def test_stderr_tail_is_bounded_and_quoted_in_the_error(self):
+        job = self.run_job("noisy")
+        self.assertEqual(job["state"], "failed")
+        self.assertLessEqual(len(job["stderr"].encode()), 200)
+        self.assertTrue(job["stderr"].endswith("line 9999\nthe last words\n"), job["stderr"])
+        self.assertEqual(job["error"], "exited with status 1: the last words")
+
+    def test_stdout_json_required(self):
+        job = self.run_job("required")
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("stdout is not a JSON object", job["error"])
+
+    # -- scratch directories
+
+    def test_scratch_directory_removed_when_done_kept_when_failed(self):
+        flag = os.path.join(self.dir, "flag")
+        open(flag, "w").close()
+        done = self.run_job("scratch", {"flag": flag})
+        self.assertEqual(done["state"], "done", done)
+        self.assertNotIn("workdir", done)
+        workdir = os.path.join(self.daemon.state_dir, "jobs", str(done["id"]))
+        self.assertFalse(os.path.exists(workdir), "removed when the job succeeded")
+
+        os.unlink(flag)
+        failed = self.run_job("scratch", {"flag": flag})
+        self.assertEqual(failed["state"], "failed")
+        self.assertEqual(failed["workdir"],
+                         os.path.join(self.daemon.state_dir, "jobs", str(failed["id"])))
+        with open(os.path.join(failed["workdir"], "made.txt")) as f:
+            self.assertEqual(f.read(), "made\n", "kept, with what the first stage left")
+        r = self.ctl(self.daemon, "get", str(failed["id"]))
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn(failed["workdir"], r.stdout)
+
+    # -- retries
+
+    def test_retries_are_counted(self):
+        job = self.run_job("flaky")
+        self.assertEqual(job["state"], "done", job)
+        self.assertEqual((job["runs"], job["attempt"]), (3, 3))
+        st = self.stage_stats(self.c, "flaky", "a")
+        self.assertEqual((st["retries"], st["succeeded"], st["failed"]), (2, 1, 0))
+
+    def test_only_the_listed_exit_codes_are_retried(self):
+        job = self.run_job("notretried")
+        self.assertEqual((job["state"], job["runs"]), ("failed", 1))
+        self.assertEqual(self.stage_stats(self.c, "notretried", "a")["retries"], 0)
+
+    def test_a_job_waiting_for_its_retry_holds_no_worker(self):
+        """With one worker and an hour between attempts, the job waits as "retrying"
+        while the worker runs other jobs; it can be cancelled meanwhile."""
+        waiting = self.submit(self.c, "slowretry", {})
+        job = wait_until(lambda: (lambda j: j if j["state"] == "retrying" else None)(
+            self.get_job(self.c, waiting)), "the job to wait for its retry")
+        self.assertEqual(job["attempt"], 2)
+        self.assertGreater(job["retry_at_usec"], job["submitted_usec"] + 1800 * 10**6)
+        st = self.stage_stats(self.c, "slowretry", "a")
+        self.assertEqual((st["retrying"], st["busy"]), (1, 0))
+        # The same stage's only worker takes the next job meanwhile (it fails
+        # at its first attempt too, and waits in turn).
+        other = self.submit(self.c, "slowretry", {})
+        wait_until(lambda: self.stage_stats(self.c, "slowretry", "a")["retrying"] == 2,
+                   "the second job to be run and wait too")
+        for job_id in (waiting, other):
+            job = self.ok(self.c, IFACE + ".CancelJob", {"id": job_id})["job"]
+            self.assertEqual(job["state"], "cancelled")
+        for job_id in (waiting, other):
+            self.assertEqual(self.wait_job(self.c, job_id)["state"], "cancelled")
+
+    # -- failed jobs and requeue
+
+    def test_requeue_resumes_at_the_failed_stage(self):
+        log, flag = os.path.join(self.dir, "requeue.log"), os.path.join(self.dir, "rflag")
+        job = self.run_job("requeue", {"log": log, "flag": flag})
+        self.assertEqual((job["state"], job["stage"]), ("failed", "b"))
+        self.assertIn("flag %s missing" % flag, job["error"])
+
+        failed = self.ok(self.c, IFACE + ".ListJobs", {"state": "failed"})["jobs"]
+        self.assertIn(job["id"], [j["id"] for j in failed])
+        r = self.ctl(self.daemon, "list", "--failed")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn(str(job["id"]), r.stdout)
+
+        open(flag, "w").close()
+        r = self.ctl(self.daemon, "requeue", str(job["id"]))
+        self.assertEqual(r.returncode, 0, r)
+        done = self.wait_job(self.c, job["id"])
+        self.assertEqual(done["state"], "done", done)
+        self.assertNotIn("error", done)
+        with open(log) as f:
+            self.assertEqual(f.read(), "a\nc\n", "stage a ran once: the job resumed at b")
+        self.assertEqual(done["runs"], 4)
+
+    def test_requeue_refuses_a_job_that_did_not_fail(self):
+        job = self.run_job("env", {})
+        reply = self.c.call(IFACE + ".RequeueJob", {"id": job["id"]})
+        self.assertError(reply, IFACE + ".JobNotRequeueable", {"id": job["id"], "state": "done"})
+        self.assertError(self.c.call(IFACE + ".RequeueJob", {"id": 999999}), IFACE + ".NoSuchJob")
+        r = self.ctl(self.daemon, "requeue", str(job["id"]))
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("only failed jobs can be requeued", r.stderr)
+
+
+class FdsAndZombies(E2ETestCase):
+    """After many program runs (and failures) the daemon holds no more fds than
+    before and has no zombie children."""
+
+    def test_no_leaked_fds_or_zombies(self):
+        d = self.start_daemon({"p": [stage("a", Exec="/bin/sh -c 'exit $((PIPELINED_JOB_ID % 2))'",
+                                           workers=4)]})
+        c = self.connect(d)
+        fd_dir = "/proc/%d/fd" % d.proc.pid
+        self.submit(c, "p", {})  # warm up: threads, pipes once
+        wait_until(lambda: self.stats(c, "p")["in_flight"] == 0, "the warm-up job")
+        before = len(os.listdir(fd_dir))
+        ids = self.submit_batch(c, "p", [{}] * 400)
+        self.wait_job(c, ids[-1])
+        wait_until(lambda: self.stats(c, "p")["in_flight"] == 0, "every job to end")
+        self.assertEqual(len(os.listdir(fd_dir)), before)
+        children = [p for p in os.listdir("/proc") if p.isdigit() and self._ppid(p) == d.proc.pid]
+        self.assertEqual(children, [], "no child (zombie or not) is left")
+
+    @staticmethod
+    def _ppid(pid):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
