@@ -246,6 +246,7 @@ int plugin_run(Plugin *p, void *state, const pipelined_job *job, pipelined_resul
 	assert(p && job && result);
 	memset(result, 0, sizeof(*result));
 	int r = p->run(state, job, result);
+	sanitize_reason(result->error, sizeof(result->error));
 
 	if (r != PIPELINED_OK && r != PIPELINED_FAIL && r != PIPELINED_FAIL_PERMANENT) {
 		char reason[sizeof(result->error)];
@@ -265,7 +266,8 @@ int plugin_run(Plugin *p, void *state, const pipelined_job *job, pipelined_resul
 		free(result->payload);
 		result->payload = NULL;
 		if (!result->error[0])
-			snprintf(result->error, sizeof(result->error), "plugin failed without a reason");
+			snprintf(result->error, sizeof(result->error),
+			         "plugin failed without a reason");
 		return r;
 	}
 

@@ -432,8 +432,9 @@ static const char *job_stage_name(const Job *job)
 }
 
 /* A Job as the interface describes it. Of a job still in flight only the
- * fields the loop may read are shown (see job.h); payload only if asked and
- * the job has ended. New reference. */
+ * fields the loop may read are shown (see job.h); payload and stderr tail
+ * only if asked (GetJob, WaitJob: one job; not in listings and events,
+ * whose size they would multiply) and the job has ended. New reference. */
 static json_t *job_to_json(Job *job, bool with_payload)
 {
 	const Line *line = job->tracker;
@@ -465,7 +466,7 @@ static json_t *job_to_json(Job *job, bool with_payload)
 			json_object_set_new(o, "exit_status", json_integer(job->exit_status));
 		json_object_set_new(o, "timed_out", json_boolean(job->timed_out));
 	}
-	if (job->stderr_tail)
+	if (job->stderr_tail && with_payload)
 		json_object_set_new(o, "stderr", json_stringn(job->stderr_tail, job->stderr_len));
 	if (job->workdir)
 		json_object_set_new(o, "workdir", json_string(job->workdir));

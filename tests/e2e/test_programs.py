@@ -192,6 +192,8 @@ class Programs(E2ETestCase):
         self.assertLessEqual(len(job["stderr"].encode()), 200)
         self.assertTrue(job["stderr"].endswith("line 9999\nthe last words\n"), job["stderr"])
         self.assertEqual(job["error"], "exited with status 1: the last words")
+        listed = self.ok(self.c, IFACE + ".ListJobs", {"pipeline": "noisy"})["jobs"]
+        self.assertNotIn("stderr", listed[0], "listings leave the stderr tail out")
 
     def test_stdout_json_required(self):
         job = self.run_job("required")
@@ -315,3 +317,50 @@ class FdsAndZombies(E2ETestCase):
                 return int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             return None
+
+
+UPPERCASE = os.environ.get("PIPELINED_PLUGIN_UPPERCASE")
+INITFAIL = os.environ.get("PIPELINED_PLUGIN_INITFAIL")
+
+
+class Plugins(E2ETestCase):
+    """Plugin= stages: the example plugin, loaded by the real daemon."""
+
+    def setUp(self):
+        if not UPPERCASE or not INITFAIL:
+            self.skipTest("plugin paths not given (run through meson test)")
+        self.daemon = self.start_daemon({
+            "up": [stage("upper", Plugin=UPPERCASE, PluginArg="title", workers=2,
+                         MaxAttempts="3", RetryDelay="10ms"),
+                   stage("shell", Exec="/bin/sh -c 'cat'")],
+            "broken": [stage("a", Plugin=INITFAIL, workers=2)],
+        })
+        self.c = self.connect(self.daemon)
+
+    def test_plugin_rewrites_the_payload_and_hands_it_on(self):
+        ids = self.submit_batch(self.c, "up", [{"title": "job %d" % i, "n": i} for i in range(50)])
+        for i, job_id in enumerate(ids):
+            job = self.wait_job(self.c, job_id)
+            self.assertEqual(job["state"], "done", job)
+            self.assertEqual(job["payload"], {"title": "JOB %d" % i, "n": i})
+        st = self.stage_stats(self.c, "up", "upper")
+        self.assertEqual(st["action"], "plugin:" + UPPERCASE)
+        self.assertEqual(st["succeeded"], 50)
+
+    def test_plugin_permanent_failure_is_not_retried(self):
+        job = self.wait_job(self.c, self.submit(self.c, "up", {"other": 1}))
+        self.assertEqual((job["state"], job["stage"], job["runs"]), ("failed", "upper", 1))
+        self.assertIn("title", job["error"])
+
+    def test_a_worker_whose_init_failed_fails_its_jobs_with_the_reason(self):
+        job = self.wait_job(self.c, self.submit(self.c, "broken", {}))
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("pipelined_worker_init", job["error"])
+
+    def test_a_plugin_that_does_not_load_is_a_configuration_error(self):
+        d = self.start_daemon({"x": [stage("a", Plugin="/no/such/plugin.so")]}, start=False)
+        d.spawn()
+        self.assertEqual(d.wait_exit(), 78)
+        d.expected_status = 78
+        self.assertIn("Plugin: ", d.stderr())
+        self.assertIn("/no/such/plugin.so", d.stderr())
