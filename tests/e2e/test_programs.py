@@ -364,3 +364,19 @@ class Plugins(E2ETestCase):
         d.expected_status = 78
         self.assertIn("Plugin: ", d.stderr())
         self.assertIn("/no/such/plugin.so", d.stderr())
+
+
+class ShutdownWithRetries(E2ETestCase):
+
+    def test_shutdown_does_not_wait_for_a_retry_due_much_later(self):
+        """A job waiting an hour for its next attempt ends failed at shutdown, which then
+        finishes at once (exit 0) instead of running into its deadline (exit 1)."""
+        d = self.start_daemon({"p": [stage("a", Exec="/bin/sh -c 'exit 1'", MaxAttempts="5",
+                                           RetryDelay="1h", RetryMaxDelay="1h")]},
+                              ShutdownTimeoutSec=60)
+        c = self.connect(d)
+        job_id = self.submit(c, "p", {})
+        wait_until(lambda: self.get_job(c, job_id)["state"] == "retrying", "the retry wait")
+        watcher = self.connect(d)
+        self.ok(watcher, IFACE + ".Shutdown", {})
+        self.assertEqual(d.wait_exit(), 0, d.stderr())
