@@ -38,6 +38,8 @@ exit 1
     "check.sh": "test -f made.txt || exit 4\n[ -e \"$1\" ] || { echo \"flag $1 missing\" >&2; exit 1; }\n",
     "flag.sh": "[ -e \"$1\" ] || { echo \"flag $1 missing\" >&2; exit 1; }\n",
     "log.sh": "echo \"$PIPELINED_STAGE\" >> \"$1\"\n",
+    # Prints a JSON object of exactly argv[1] bytes (compact), pretty-printed.
+    "big.py": "import sys\nn = int(sys.argv[1])\nprint('{ \"b\" : \"' + 'x' * (n - 8) + '\" }')\n",
 }
 
 
@@ -77,6 +79,11 @@ class Programs(E2ETestCase):
             "signal": [stage("a", Exec="/bin/sh -c 'kill -9 $$'")],
             "noisy": [stage("a", Exec=sh + "noisy.sh", StderrTail="200")],
             "required": [stage("a", Exec="/bin/echo not json", Stdout="json-required")],
+            "atlimit": [stage("a", Exec="%s %s/big.py 65536" % (sys.executable, d),
+                              Stdout="json-required")],
+            "pastlimit": [stage("a", Exec="%s %s/big.py 65537" % (sys.executable, d))],
+            "pastlimitreq": [stage("a", Exec="%s %s/big.py 65537" % (sys.executable, d),
+                                   Stdout="json-required")],
             "scratch": [stage("make", Exec=sh + "make.sh"), stage("check", Exec=sh + "check.sh {flag}")],
             "flaky": [stage("a", Exec=sh + "flaky.sh", MaxAttempts="3", RetryDelay="10ms",
                             RetryExitCodes="75")],
@@ -199,6 +206,18 @@ class Programs(E2ETestCase):
         job = self.run_job("required")
         self.assertEqual(job["state"], "failed")
         self.assertIn("stdout is not a JSON object", job["error"])
+
+    def test_stdout_payload_at_and_past_the_payload_limit(self):
+        """A printed object of 64 KiB (compacted) becomes the payload; one byte more
+        leaves the payload unchanged, or fails with Stdout=json-required."""
+        job = self.run_job("atlimit", {"in": 1})
+        self.assertEqual(job["state"], "done", job)
+        self.assertEqual(len(json.dumps(job["payload"], separators=(",", ":"))), 65536)
+        job = self.run_job("pastlimit", {"in": 1})
+        self.assertEqual((job["state"], job["payload"]), ("done", {"in": 1}))
+        job = self.run_job("pastlimitreq", {"in": 1})
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("over the 65536-byte payload limit", job["error"])
 
     # -- scratch directories
 
