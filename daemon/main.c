@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "action.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -80,6 +81,26 @@ static int ensure_state_dir(const char *path)
 	if (errno != ENOENT)
 		return -errno;
 	return mkdir(path, 0750) == 0 ? 0 : -errno;
+}
+
+/* STATE_DIR/jobs holds the jobs' scratch directories. Jobs live in memory
+ * only (until the journal), so what an earlier run left there belongs to
+ * jobs that are gone, and job ids start again at 1: a new job must never
+ * find an old job's files in its directory. Empties it (creating it if
+ * needed). Blocks: before the loop starts. */
+static int reset_scratch_root(const char *state_dir)
+{
+	char path[ACTION_WORKDIR_MAX];
+	if (snprintf(path, sizeof(path), "%s/jobs", state_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		log_info("removing the scratch directories an earlier run left in %s", path);
+		int r = action_remove_workdir(path);
+		if (r < 0)
+			return r;
+	}
+	return mkdir(path, 0700) == 0 ? 0 : -errno;
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -152,6 +173,8 @@ int main(int argc, char **argv)
 		}
 	}
 	int r = ensure_state_dir(config->state_dir);
+	if (r >= 0)
+		r = reset_scratch_root(config->state_dir);
 	if (r < 0) {
 		fprintf(stderr, "pipelined: state directory %s: %s\n", config->state_dir,
 		        strerror(-r));

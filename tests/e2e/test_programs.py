@@ -399,3 +399,22 @@ class ShutdownWithRetries(E2ETestCase):
         watcher = self.connect(d)
         self.ok(watcher, IFACE + ".Shutdown", {})
         self.assertEqual(d.wait_exit(), 0, d.stderr())
+
+
+class ScratchAcrossRestarts(E2ETestCase):
+
+    def test_a_new_job_never_finds_an_old_runs_files(self):
+        """Ids start again at 1 after a restart (jobs live in memory until the journal):
+        the scratch directories an earlier run kept are removed at start."""
+        state = tempfile.mkdtemp(prefix="pipelined-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        text = ("[daemon]\nStateDirectory = %s\n[pipeline p]\n[stage p/a]\n"
+                "Exec = /bin/sh -c 'test ! -e old || exit 9; touch old; exit 1'\n" % state)
+        for run in (1, 2):
+            d = self.start_daemon(config_text=text)
+            c = self.connect(d)
+            job = self.wait_job(c, self.submit(c, "p", {}))
+            self.assertEqual(job["id"], 1)
+            self.assertEqual(job["exit_status"], 1, "run %d: %r" % (run, job))
+            self.assertTrue(os.path.exists(os.path.join(state, "jobs", "1", "old")))
+            d.stop()
