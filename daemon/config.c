@@ -267,22 +267,23 @@ static bool parse_number(const char *s, uint64_t *ret)
 	return true;
 }
 
-static bool parse_size(const char *s, uint64_t *ret)
+/* A unit suffix and what one of it is worth. */
+typedef struct Unit {
+	const char *suffix;
+	uint64_t factor;
+} Unit;
+
+/* A whole number, optional blanks, then one of units[] (which may include
+ * ""): the number times the unit. False on anything else or on overflow. */
+static bool parse_with_unit(const char *s, const Unit *units, size_t n_units, uint64_t *ret)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t factor;
-	} units[] = {
-		{ "", 1 },      { "K", KIB }, { "KiB", KIB }, { "M", MIB },
-		{ "MiB", MIB }, { "G", GIB }, { "GiB", GIB },
-	};
 	const char *end;
 	uint64_t v;
 	if (!read_digits(s, &end, &v))
 		return false;
 	while (*end == ' ' || *end == '\t')
 		end++;
-	for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+	for (size_t i = 0; i < n_units; i++) {
 		if (strcmp(end, units[i].suffix) != 0)
 			continue;
 		if (v > UINT64_MAX / units[i].factor)
@@ -293,35 +294,27 @@ static bool parse_size(const char *s, uint64_t *ret)
 	return false;
 }
 
+static bool parse_size(const char *s, uint64_t *ret)
+{
+	static const Unit units[] = {
+		{ "", 1 },      { "K", KIB }, { "KiB", KIB }, { "M", MIB },
+		{ "MiB", MIB }, { "G", GIB }, { "GiB", GIB },
+	};
+	return parse_with_unit(s, units, ELEMENTSOF(units), ret);
+}
+
 /* "30s", "500ms", "2min", "1h", "250us", "10" (seconds); "infinity" is 0. */
 static bool parse_duration(const char *s, uint64_t *ret)
 {
-	static const struct {
-		const char *unit;
-		uint64_t usec;
-	} units[] = {
+	static const Unit units[] = {
 		{ "", USEC_PER_SEC }, { "us", 1 },  { "ms", 1000 }, { "s", USEC_PER_SEC },
 		{ "sec", USEC_PER_SEC }, { "min", 60 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
 	};
-	const char *end;
-	uint64_t v;
 	if (strcmp(s, "infinity") == 0) {
 		*ret = 0;
 		return true;
 	}
-	if (!read_digits(s, &end, &v))
-		return false;
-	while (*end == ' ' || *end == '\t')
-		end++;
-	for (size_t i = 0; i < ELEMENTSOF(units); i++) {
-		if (strcmp(end, units[i].unit) != 0)
-			continue;
-		if (v > UINT64_MAX / units[i].usec)
-			return false;
-		*ret = v * units[i].usec;
-		return true;
-	}
-	return false;
+	return parse_with_unit(s, units, ELEMENTSOF(units), ret);
 }
 
 /* "75 69 timeout signal" into a policy's fields. Returns false on a bad word. */

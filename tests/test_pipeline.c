@@ -749,6 +749,20 @@ START_TEST(test_retry_until_attempts_are_used_up)
 }
 END_TEST
 
+/* A started one-stage pipeline "retry" whose action is fn, with the policy. */
+static Pipeline *retry_pipeline(Record *r, ActionFunction fn, unsigned workers,
+                                const RetryPolicy *pol)
+{
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
+	ck_assert_int_eq(action_new_function(fn, NULL, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "s", workers, 8, a), 0);
+	stage_set_retry(pipeline_stage(p, 0), pol);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	return p;
+}
+
 /* Fails the first two attempts; records when each run started and ended. */
 static _Atomic uint64_t run_start[4], run_end[4];
 static int fail_twice(void *userdata, const char *stage, Job *job, char *err, size_t errlen)
@@ -769,16 +783,10 @@ static int fail_twice(void *userdata, const char *stage, Job *job, char *err, si
 START_TEST(test_retry_then_success_after_backoff)
 {
 	Record *r = record_new(1);
-	Pipeline *p;
-	Action *a;
-	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
-	ck_assert_int_eq(action_new_function(fail_twice, NULL, &a), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "s", 2, 8, a), 0);
 	RetryPolicy pol = three_fast_attempts;
 	pol.delay_usec = 40000; /* then 80 ms */
 	pol.max_delay_usec = 1000000;
-	stage_set_retry(pipeline_stage(p, 0), &pol);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	Pipeline *p = retry_pipeline(r, fail_twice, 2, &pol);
 	submit_ids(p, 1, 1);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->done, 1);
@@ -803,15 +811,9 @@ static int fail_first_job(void *userdata, const char *stage, Job *job, char *err
 START_TEST(test_job_waiting_for_retry_holds_no_worker)
 {
 	Record *r = record_new(5);
-	Pipeline *p;
-	Action *a;
-	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
-	ck_assert_int_eq(action_new_function(fail_first_job, NULL, &a), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "s", 1, 8, a), 0); /* one worker */
 	RetryPolicy pol = three_fast_attempts;
 	pol.delay_usec = pol.max_delay_usec = 3600u * 1000000u;
-	stage_set_retry(pipeline_stage(p, 0), &pol);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	Pipeline *p = retry_pipeline(r, fail_first_job, 1, &pol); /* one worker */
 	Job *first = job(1);
 	ck_assert_int_eq(pipeline_submit(p, first), 0);
 	WAIT_UNTIL(sstats(p, 0).queue.delayed == 1);
@@ -842,13 +844,7 @@ static int fail_permanently(void *userdata, const char *stage, Job *job, char *e
 START_TEST(test_permanent_failure_is_not_retried)
 {
 	Record *r = record_new(1);
-	Pipeline *p;
-	Action *a;
-	ck_assert_int_eq(pipeline_new("retry", &hooks, r, &p), 0);
-	ck_assert_int_eq(action_new_function(fail_permanently, NULL, &a), 0);
-	ck_assert_int_eq(pipeline_add_stage(p, "s", 1, 8, a), 0);
-	stage_set_retry(pipeline_stage(p, 0), &three_fast_attempts);
-	ck_assert_int_eq(pipeline_start(p), 0);
+	Pipeline *p = retry_pipeline(r, fail_permanently, 1, &three_fast_attempts);
 	submit_ids(p, 1, 1);
 	pipeline_drain(p);
 	ck_assert_uint_eq(r->failed, 1);
