@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "exectemplate.h"
 #include "plugin.h"
 #include "program.h"
 #include "util.h"
@@ -324,12 +325,21 @@ int action_run(Action *a, void *state, const char *stage_name, Job *job, char *e
 		return r;
 	case ACTION_FUNCTION:
 		return a->fn(a->fn_userdata, stage_name, job, err, errlen);
-	case ACTION_PROGRAM:
-		r = action_make_workdir(a, job, err, errlen);
+	case ACTION_PROGRAM: {
+		/* The command line first: a job that cannot run gets no scratch
+		 * directory (it would be kept, as the job fails). */
+		char **argv;
+		r = program_argv(a->program, job, &argv, err, errlen);
 		if (r < 0)
 			return r;
-		return program_run(a->program, a->pipeline, stage_name, job->workdir, job, err,
+		r = action_make_workdir(a, job, err, errlen);
+		if (r < 0) {
+			exec_argv_free(argv);
+			return r;
+		}
+		return program_run(a->program, argv, a->pipeline, stage_name, job->workdir, job, err,
 		                   errlen);
+	}
 	case ACTION_PLUGIN:
 		return run_plugin(a, state, stage_name, job, err, errlen);
 	default:

@@ -45,7 +45,8 @@ typedef struct Job {
 	_Atomic unsigned attempt;       /* 1 for the first run of the current stage */
 	_Atomic uint64_t retry_at_usec; /* JOB_RETRYING: when the next attempt may start
 	                                 * (CLOCK_REALTIME) */
-	unsigned runs;          /* actions run on this job so far, all stages together */
+	_Atomic unsigned runs;  /* actions run on this job so far, all stages together
+	                         * (written by the owner, read by the loop in flight) */
 	/* Written by the thread that owns the job; read (and moved from
 	 * JOB_QUEUED to JOB_CANCELLED) by the loop thread. Owners use relaxed
 	 * stores; the QUEUED→RUNNING step is a compare-and-swap (see job_start). */
@@ -63,7 +64,7 @@ typedef struct Job {
 	char *workdir;     /* owned; the job's scratch directory once a stage made it, else NULL */
 	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
 	uint64_t submitted_usec;
-	uint64_t started_usec;  /* when a worker first took the job */
+	_Atomic uint64_t started_usec; /* when a worker first took the job (as runs) */
 	uint64_t finished_usec; /* when it left the pipeline */
 
 	/* The event loop's bookkeeping (daemon/jobtable.h); only the loop

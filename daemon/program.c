@@ -196,17 +196,22 @@ static void append_last_line(char *msg, size_t len, const char *tail, size_t tai
 			*c = '?';
 }
 
-int program_run(Program *p, const char *pipeline, const char *stage, const char *workdir,
-                Job *job, char *err, size_t errlen)
+int program_argv(const Program *p, const Job *job, char ***ret_argv, char *err, size_t errlen)
 {
-	char **argv = NULL, **envp = NULL;
+	int r = exec_template_expand(p->tmpl, job->payload, job->payload_len, ret_argv, err,
+	                             errlen);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EPERM; /* the same payload would fail again */
+	return 0;
+}
+
+int program_run(Program *p, char **argv, const char *pipeline, const char *stage,
+                const char *workdir, Job *job, char *err, size_t errlen)
+{
+	char **envp = NULL;
 	char vars[N_JOB_ENV][PROGRAM_ENV_VALUE_MAX];
 	SpawnResult res;
 	int r;
-
-	r = exec_template_expand(p->tmpl, job->payload, job->payload_len, &argv, err, errlen);
-	if (r < 0)
-		return r == -ENOMEM ? r : -EPERM; /* the same payload would fail again */
 
 	envp = malloc((p->n_env + N_JOB_ENV + 1) * sizeof(*envp));
 	if (!envp) {

@@ -68,12 +68,16 @@ const char *program_text(const Program *p);
 const char *program_stdout_to_string(ProgramStdout m);
 int program_stdout_from_string(const char *s, ProgramStdout *ret);
 
-/* Runs the program for job (its payload replaced on success as above; its
- * ran_program, exit_status, term_signal, timed_out and stderr tail set).
- * pipeline and stage name the running stage; workdir is the job's scratch
- * directory (it exists). Returns 0; -EPERM with a reason when the job
- * cannot be run as it is (a field the command line needs is missing);
- * another -errno with a reason when the run failed (non-zero exit, signal,
- * timeout, could not start). */
-int program_run(Program *p, const char *pipeline, const char *stage, const char *workdir,
-                Job *job, char *err, size_t errlen);
+/* The command line for job (NULL-terminated; free with exec_argv_free).
+ * Returns 0; -EPERM with a reason when the job cannot be run as it is (a
+ * field the command line needs is missing, or would be an option); -ENOMEM. */
+int program_argv(const Program *p, const Job *job, char ***ret_argv, char *err, size_t errlen);
+
+/* Runs argv (from program_argv; stolen) for job: its payload replaced on
+ * success as above; its ran_program, exit_status, term_signal, timed_out
+ * and stderr tail set. pipeline and stage name the running stage; workdir is
+ * the job's scratch directory (it exists). Returns 0, or -errno with a
+ * reason when the run failed (non-zero exit, signal, timeout, could not
+ * start). */
+int program_run(Program *p, char **argv, const char *pipeline, const char *stage,
+                const char *workdir, Job *job, char *err, size_t errlen);

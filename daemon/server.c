@@ -446,16 +446,16 @@ static json_t *job_to_json(Job *job, bool with_payload)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "attempt", json_integer(job->attempt));
+	json_object_set_new(o, "runs", json_integer(job->runs));
+	uint64_t started = job->started_usec;
+	if (started)
+		json_object_set_new(o, "started_usec", json_integer((json_int_t)started));
 	if (!job->ended) {
-		json_object_set_new(o, "runs", json_integer(0));
 		if (st == JOB_RETRYING)
 			json_object_set_new(o, "retry_at_usec",
 			                    json_integer((json_int_t)atomic_load(&job->retry_at_usec)));
 		return o;
 	}
-	json_object_set_new(o, "runs", json_integer(job->runs));
-	if (job->started_usec)
-		json_object_set_new(o, "started_usec", json_integer((json_int_t)job->started_usec));
 	json_object_set_new(o, "finished_usec", json_integer((json_int_t)job->finished_usec));
 	if (job->error)
 		json_object_set_new(o, "error", json_string(job->error));

@@ -3,7 +3,7 @@ actions, retention of finished jobs."""
 
 import unittest
 
-from harness import IFACE, E2ETestCase, stage
+from harness import IFACE, E2ETestCase, stage, wait_until
 
 PIPELINES = {
     "echo": [stage("only", "noop")],
@@ -49,6 +49,17 @@ class Jobs(E2ETestCase):
         self.assertNotIn("payload", job)
         self.assertNotIn("finished_usec", job)
         self.resume(self.c, "gate", "hold")
+
+    def test_get_job_of_a_job_queued_at_a_later_stage(self):
+        """In flight, a job shows the runs made so far and when it started."""
+        self.pause(self.c, "gate", "after")
+        job_id = self.submit(self.c, "gate", {"x": 1})
+        job = wait_until(lambda: (lambda j: j if j["stage"] == "after" else None)(
+            self.get_job(self.c, job_id)), "the job to reach the paused stage")
+        self.assertEqual((job["state"], job["runs"], job["attempt"]), ("queued", 1, 1))
+        self.assertLessEqual(job["submitted_usec"], job["started_usec"])
+        self.assertNotIn("finished_usec", job)
+        self.resume(self.c, "gate", "after")
 
     def test_wait_job_replies_once_the_job_ends(self):
         """WaitJob on a queued job holds until the job has run, then returns it done."""

@@ -137,6 +137,9 @@ class Programs(E2ETestCase):
             self.assertEqual(job["state"], "failed", job)
             self.assertIn("payload field 'a' starts with '-'", job["error"])
             self.assertNotIn("exit_status", job, "no program ran")
+            self.assertNotIn("workdir", job, "nor was a scratch directory made for it")
+            self.assertFalse(os.path.exists(
+                os.path.join(self.daemon.state_dir, "jobs", str(job["id"]))))
         job = self.run_job("safe", {"a": "--version"})
         self.assertEqual(job["payload"], {"argv": ["--", "--version"]})
 
