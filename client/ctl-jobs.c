@@ -274,10 +274,24 @@ static void bulk_recv(Bulk *b)
 	b->head = (b->head + 1) % BULK_WINDOW;
 	b->in_flight--;
 	if (r.error) {
+		/* A batch held back by a full queue when the pipeline closed or
+		 * the daemon began to shut down: its first jobs may have been
+		 * accepted, and they run. Their ids are printed like any. */
+		json_t *accepted = json_object_get(r.parameters, "accepted");
+		size_t n_accepted = json_array_size(accepted), i;
+		json_t *id;
+		json_array_foreach(accepted, i, id)
+		{
+			printf("%" JSON_INTEGER_FORMAT "\n", json_integer_value(id));
+		}
+		b->submitted += n_accepted;
 		/* The batches in flight behind a refused one are mostly refused
 		 * for the same reason: one message, and a count at the end. */
-		if (b->refused++ == 0)
+		if (b->refused++ == 0) {
 			b->first_refused = batch.first_line;
+			if (batch.last_line - batch.first_line + 1 == batch.count)
+				b->first_refused += n_accepted; /* one payload per line */
+		}
 		if (b->ex == EXIT_OK)
 			b->ex = ctl_report_reply(b->ctl, what, &r);
 		proto_reply_done(&r);

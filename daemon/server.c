@@ -601,6 +601,20 @@ static uint64_t retry_after_ms(Line *line, size_t wanted)
 /* Offers the held jobs to the pipeline, in order, until one does not fit
  * (then waits in the line's queue of held connections; at the front if it
  * was already first) or all are accepted (then replies). */
+/* Ends a held submit with error (ShuttingDown or PipelineClosed). The jobs
+ * of a batch accepted before stay accepted: their ids go in "accepted",
+ * so that the client knows which of its payloads will run. */
+static void submit_refuse(Conn *c, const char *error)
+{
+	json_t *params = json_object();
+	if (strcmp(error, PROTO_ERR_PIPELINE_CLOSED) == 0)
+		json_object_set_new(params, "pipeline", json_string(c->line->cfg.name));
+	if (json_array_size(c->ids) > 0)
+		json_object_set(params, "accepted", c->ids);
+	reply_error(c, &c->call, error, params);
+	hold_done(c);
+}
+
 static void submit_continue(Conn *c, bool front)
 {
 	Server *s = c->server;
@@ -634,12 +648,8 @@ static void submit_continue(Conn *c, bool front)
 		}
 		if (r < 0) {
 			jobtable_remove(&s->jobs, job);
-			if (s->shutting_down)
-				reply_error(c, &c->call, PROTO_ERR_SHUTTING_DOWN, NULL);
-			else
-				reply_error(c, &c->call, PROTO_ERR_PIPELINE_CLOSED,
-				            json_pack("{s:s}", "pipeline", line->cfg.name));
-			hold_done(c);
+			submit_refuse(c, s->shutting_down ? PROTO_ERR_SHUTTING_DOWN
+			                                  : PROTO_ERR_PIPELINE_CLOSED);
 			return;
 		}
 		c->next++;
@@ -2172,8 +2182,7 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 		while (!list_empty(&line->room_waiters)) {
 			Conn *c = container_of(line->room_waiters.next, Conn, wait_link);
 			list_remove(&c->wait_link);
-			reply_error(c, &c->call, PROTO_ERR_SHUTTING_DOWN, NULL);
-			hold_done(c);
+			submit_refuse(c, PROTO_ERR_SHUTTING_DOWN);
 		}
 	}
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {

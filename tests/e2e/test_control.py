@@ -341,6 +341,20 @@ class Shutdown(E2ETestCase):
         self.assertError(a.recv(), IFACE + ".ShuttingDown")
         self.assertEqual(daemon.wait_exit(), 0)
 
+    def test_a_held_batch_refused_at_shutdown_names_its_accepted_jobs(self):
+        """A SubmitBatch held after its first jobs were accepted is answered ShuttingDown
+        with their ids; those jobs run, the others were never taken."""
+        daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
+        b = self.connect(daemon)
+        self.pause(b, "tiny", "one")
+        a = self.connect(daemon)
+        a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
+        self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        self.ok(b, IFACE + ".Shutdown")
+        p = self.assertError(a.recv(), IFACE + ".ShuttingDown")
+        self.assertEqual(p["accepted"], [1, 2, 3])
+        self.assertEqual(daemon.wait_exit(), 0)
+
     def test_shutdown_delivers_every_event_before_closing(self):
         """A watcher gets every job's "ended" and the "closed" event before the daemon exits."""
         # Whether output is still being written at the exit depends on the
