@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -821,12 +822,32 @@ static void method_submit_batch(Conn *c, ProtoCall *call)
 
 /* The first queue of line has room again (or was closed): resume held
  * submitters in the order they were held, until one fills it again. */
+/* True if the peer of a connection we stopped reading (a held submit) has
+ * closed it altogether. Reading would tell, but a held connection is not
+ * read; POLLHUP is set on a Unix stream socket only once the peer has
+ * closed both directions, so a client that only half-closed (it sent its
+ * calls and waits for the replies) still counts as there. */
+static bool conn_peer_gone(Conn *c)
+{
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+		return false;
+	struct pollfd p = { .fd = fd, .events = 0 };
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+}
+
 static void on_room_async(uv_async_t *h)
 {
 	Line *line = h->data;
 	while (!list_empty(&line->room_waiters)) {
 		Conn *c = container_of(line->room_waiters.next, Conn, wait_link);
 		list_remove(&c->wait_link);
+		if (conn_peer_gone(c)) {
+			/* Nobody will read the ids: the jobs not yet accepted
+			 * are dropped with the connection, not run. */
+			conn_close(c);
+			continue;
+		}
 		submit_continue(c, true);
 		if (c->hold == HOLD_SUBMIT && c->line == line)
 			break; /* full again; it is first in line */

@@ -2,6 +2,7 @@
 (and SIGHUP), Shutdown."""
 
 import signal
+import socket
 import unittest
 
 from harness import IFACE, ConnectionClosed, E2ETestCase, known_bug, stage, wait_until
@@ -354,6 +355,32 @@ class Shutdown(E2ETestCase):
         p = self.assertError(a.recv(), IFACE + ".ShuttingDown")
         self.assertEqual(p["accepted"], [1, 2, 3])
         self.assertEqual(daemon.wait_exit(), 0)
+
+    def test_a_held_batch_whose_client_left_is_not_run(self):
+        """A client that closes its connection while its batch is held: when room comes,
+        the jobs not yet accepted are dropped with the connection, not run."""
+        daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
+        b = self.connect(daemon)
+        self.pause(b, "tiny", "one")
+        a = self.connect(daemon)
+        a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
+        self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        a.close()
+        self.resume(b, "tiny", "one")
+        st = self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 0 and s["in_flight"] == 0,
+                             "the pipeline to settle")
+        self.assertEqual((st["accepted"], st["done"]), (3, 3))
+
+    def test_a_half_closed_held_client_still_gets_its_ids(self):
+        daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
+        b = self.connect(daemon)
+        self.pause(b, "tiny", "one")
+        a = self.connect(daemon)
+        a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
+        self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        a.sock.shutdown(socket.SHUT_WR)
+        self.resume(b, "tiny", "one")
+        self.assertEqual(self.assertReply(a.recv())["ids"], list(range(1, 11)))
 
     def test_shutdown_delivers_every_event_before_closing(self):
         """A watcher gets every job's "ended" and the "closed" event before the daemon exits."""
