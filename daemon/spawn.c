@@ -3,9 +3,9 @@
  * One call, one child, all state on the caller's stack:
  *
  *   pipes     stdin, stdout and stderr are pipe2(O_CLOEXEC); O_NONBLOCK is set
- *             with fcntl on our ends only (pipe2's flag would also make the
- *             child's ends non-blocking: they are separate open files, but
- *             pipe2 sets the flag on both). An end that is not wanted (no
+ *             with fcntl on our ends only: pipe2(O_NONBLOCK) would set it on
+ *             the child's ends too, and a program whose stdin or stdout is
+ *             non-blocking fails with EAGAIN. An end that is not wanted (no
  *             input, stdout_max 0, stderr_tail 0) is /dev/null.
  *   input     written before posix_spawn, as far as the empty pipe takes it
  *             (all of it, usually: the write end is then closed at once and
@@ -29,13 +29,15 @@
  *             order: SIGKILL to its group, reap it, read what the pipes hold
  *             without blocking, close them. Signalling before reaping is what
  *             makes the group kill safe: the unreaped leader pins its pid, so
- *             the group id cannot belong to anyone else yet. Pipe contents
- *             survive the death of their writers, so the one drain after the
- *             kill sees everything the leader wrote (it wrote it all before it
- *             exited). We never wait for EOF after the leader exits: a
- *             grandchild that left the group (setsid) could hold the pipes
- *             open for ever; the drain stops at "nothing to read now", and is
- *             bounded (DRAIN_READS_MAX) in case such a process keeps writing.
+ *             the group id cannot belong to anyone else yet. Reading before
+ *             the kill would gain nothing: pipe contents survive the death of
+ *             their writers, and the leader's writes had all completed when
+ *             it exited, so the one drain after the kill sees everything it
+ *             wrote (and whatever the group wrote until it died). We never
+ *             wait for EOF after the leader exits: a grandchild that left the
+ *             group (setsid) could hold the pipes open for ever. The drain
+ *             stops at "nothing to read now" (EAGAIN) or EOF, and after
+ *             DRAIN_READS_MAX reads in case such a process keeps writing.
  *
  * Only our own pid is waited for (waitpid(pid)), and only after its pidfd
  * said it exited, so the wait never blocks on the normal path. On every
@@ -67,10 +69,11 @@
  * the default 8 MiB stacks). */
 #define READ_CHUNK 65536
 
-/* Reads per pipe after the leader has exited and its group was killed. The
- * pipes then hold at most their capacity of what the dead wrote; only a
- * process that left the group can still be writing, and it may not hold the
- * job: 16 reads take in 1 MiB. */
+/* Reads per pipe after the leader has exited and its group was killed. A
+ * pipe then holds at most its capacity, and an unprivileged program can
+ * enlarge its pipe to 1 MiB (/proc/sys/fs/pipe-max-size): 16 reads of
+ * READ_CHUNK take that in. Only a process that left the group can still be
+ * writing, and it may not hold the job. */
 #define DRAIN_READS_MAX 16
 
 /* Smallest capture buffer allocated: small outputs ("{}") cost one malloc. */
@@ -88,7 +91,7 @@ typedef struct Capture {
 	size_t limit;   /* bytes kept at most; > 0 whenever fd was opened */
 	char *buf;      /* cap bytes, NULL until the first byte */
 	size_t len;     /* bytes kept, <= limit */
-	size_t cap;
+	size_t cap;     /* bytes allocated */
 	size_t head;    /* tail && len == limit: index of the oldest byte */
 	uint64_t total; /* bytes read, kept or not */
 } Capture;
@@ -266,6 +269,17 @@ fail:
 	return r;
 }
 
+/* Closes the ends meant for the child; any of them may be devnull. */
+static void close_child_ends(int child_fd[3], int *devnull)
+{
+	for (int i = 0; i < 3; i++) {
+		if (child_fd[i] != *devnull)
+			close_fd(&child_fd[i]);
+		child_fd[i] = -1;
+	}
+	close_fd(devnull);
+}
+
 /* Signals the leader's process group, and the leader itself if it has moved
  * to another group. Only while the leader is unreaped: it pins its pid, so
  * neither id can name anyone else. */
@@ -336,8 +350,8 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 
 	if (req->input_len == 0 || req->stdout_max == 0 || req->stderr_tail == 0) {
 		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (devnull < 0 || (r = move_above_stdio(&devnull)) < 0) {
-			r = devnull < 0 ? -errno : r;
+		r = devnull < 0 ? -errno : move_above_stdio(&devnull);
+		if (r < 0) {
 			set_err(err, errlen, "cannot open", "/dev/null", -r);
 			goto finish;
 		}
@@ -382,7 +396,7 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 			child_fd[i + 1] = devnull;
 			continue;
 		}
-		caps[i]->limit = limits[i];
+		caps[i]->limit = min_size(limits[i], SIZE_MAX - 1); /* room for the NUL */
 		r = output_pipe(&caps[i]->fd, &child_fd[i + 1]);
 		if (r < 0) {
 			set_err(err, errlen, "cannot create a pipe", NULL, -r);
@@ -397,7 +411,8 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 	r = -posix_spawnattr_init(&attr);
 	if (r == 0) {
 		attr_init = true;
-		r = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+		r = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+		                                             POSIX_SPAWN_SETSIGDEF |
 		                                             POSIX_SPAWN_SETPGROUP);
 	}
 	if (r == 0)
@@ -429,8 +444,8 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 		 * or the exec's; tell them apart for the message. */
 		struct stat st;
 		pid = 0;
-		if (req->cwd && (stat(req->cwd, &st) < 0 || !S_ISDIR(st.st_mode) ||
-		                 access(req->cwd, X_OK) < 0))
+		if (req->cwd &&
+		    (stat(req->cwd, &st) < 0 || !S_ISDIR(st.st_mode) || access(req->cwd, X_OK) < 0))
 			set_err(err, errlen, "cannot change directory to", req->cwd, -r);
 		else
 			set_err(err, errlen, "cannot run", req->argv[0], -r);
@@ -444,10 +459,7 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 		in_keep = child_fd[0];
 		child_fd[0] = -1;
 	}
-	for (int i = 0; i < 3; i++)
-		if (child_fd[i] != devnull)
-			close_fd(&child_fd[i]);
-	close_fd(&devnull);
+	close_child_ends(child_fd, &devnull);
 
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
 	if (pidfd < 0) {
@@ -495,7 +507,8 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 				in_off += (size_t)w;
 			/* EPIPE cannot happen while we hold in_keep; if anything
 			 * but "try again" does, the child will get no more input. */
-			if (in_off == req->input_len || (w < 0 && errno != EAGAIN && errno != EINTR)) {
+			if (in_off == req->input_len ||
+			    (w < 0 && errno != EAGAIN && errno != EINTR)) {
 				close_fd(&in_w);
 				close_fd(&in_keep);
 			}
@@ -585,10 +598,7 @@ finish:
 	close_fd(&in_keep);
 	close_fd(&out.fd);
 	close_fd(&errc.fd);
-	for (int i = 0; i < 3; i++)
-		if (child_fd[i] != devnull)
-			close_fd(&child_fd[i]);
-	close_fd(&devnull);
+	close_child_ends(child_fd, &devnull);
 	if (fa_init)
 		posix_spawn_file_actions_destroy(&fa);
 	if (attr_init)
@@ -652,15 +662,14 @@ static const char *signal_name(int sig, char *buf, size_t len)
 	return buf;
 }
 
-void spawn_result_describe(const SpawnResult *res, const SpawnRequest *req, char *buf,
-                           size_t len)
+void spawn_result_describe(const SpawnResult *res, const SpawnRequest *req, char *buf, size_t len)
 {
 	char name[32], timeout[32], grace[32];
 
 	if (len == 0)
 		return;
-	const char *sig = res->term_signal ? signal_name(res->term_signal, name, sizeof(name))
-	                                   : NULL;
+	const char *sig =
+	        res->term_signal ? signal_name(res->term_signal, name, sizeof(name)) : NULL;
 	if (!res->timed_out) {
 		if (res->term_signal == 0)
 			snprintf(buf, len, "exited with status %d", res->exit_status);
@@ -671,19 +680,21 @@ void spawn_result_describe(const SpawnResult *res, const SpawnRequest *req, char
 		return;
 	}
 
-	timeout[0] = grace[0] = '\0';
-	if (req) {
-		format_duration(req->timeout_usec, timeout, sizeof(timeout));
-		format_duration(req->grace_usec, grace, sizeof(grace));
-	}
-	char ending[64];
+	char ending[64], grace_period[64] = "";
 	if (res->term_signal == 0)
 		snprintf(ending, sizeof(ending), "exited with status %d", res->exit_status);
 	else if (sig)
 		snprintf(ending, sizeof(ending), "killed by %s", sig);
 	else
 		snprintf(ending, sizeof(ending), "killed by signal %d", res->term_signal);
-	snprintf(buf, len, "timed out%s%s; %s%s%s%s", req ? " after " : "", timeout, ending,
-	         res->killed && req ? " after a " : "", res->killed && req ? grace : "",
-	         res->killed && req ? " grace period" : "");
+	if (!req) {
+		snprintf(buf, len, "timed out; %s", ending);
+		return;
+	}
+	format_duration(req->timeout_usec, timeout, sizeof(timeout));
+	if (res->killed && res->term_signal == SIGKILL) {
+		format_duration(req->grace_usec, grace, sizeof(grace));
+		snprintf(grace_period, sizeof(grace_period), " after a %s grace period", grace);
+	}
+	snprintf(buf, len, "timed out after %s; %s%s", timeout, ending, grace_period);
 }
