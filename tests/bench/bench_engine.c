@@ -7,6 +7,8 @@
  *   bench_engine idle [SECONDS]            12 idle workers vs 12 polling threads
  *   bench_engine memory [JOBS]             fast producer, slow stage: RSS over time,
  *                                          capacity 64 vs an effectively unbounded queue
+ *   bench_engine plugin [JOBS [RUNS]]      1 stage, 2 workers, capacity 64: the noop
+ *                                          plugin (NOOP_PLUGIN_PATH) vs the built-in noop
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,10 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pipeline.h"
+#include "plugin.h"
 #include "util.h"
 
 static const char PAYLOAD[] = "{\"url\":\"http://127.0.0.1:8080/img/000001.png\",\"size\":640}";
@@ -487,11 +491,226 @@ static int bench_memory(uint64_t n)
 	return 0;
 }
 
+/* ---- (e) plugin ------------------------------------------------------------ */
+
+/* One stage, 2 workers, capacity 64, fed by a producer thread with
+ * pipeline_submit; the main thread joins it and drains. The stage's action is
+ * the built-in noop, or the example noop plugin (packaging/examples/plugins/
+ * noop.c, built with the benchmarks; its path comes from meson), called
+ * through action_run -> run_plugin -> plugin_run as the daemon calls it.
+ * The state directory of these runs has no jobs/ subdirectory (see
+ * bench_plugin for what that changes); then each action is also called
+ * alone, on one thread, to get the cost of one call. */
+#ifndef NOOP_PLUGIN_PATH
+#error "NOOP_PLUGIN_PATH: the full path of the noop example plugin (tests/bench/meson.build)"
+#endif
+
+typedef struct Producer {
+	Pipeline *p;
+	uint64_t n;
+} Producer;
+
+static void *producer_main(void *arg)
+{
+	Producer *pr = arg;
+	submit_n(pr->p, 1, pr->n);
+	return NULL;
+}
+
+typedef struct OneStage {
+	double jobs_per_s;
+	uint64_t get_waits, put_waits; /* workers / the producer that had to block */
+} OneStage;
+
+static OneStage run_one_stage(uint64_t n, Action *a)
+{
+	const PipelineHooks hooks = { .on_end = count_and_free };
+	Pipeline *p;
+	int r = pipeline_new("bench", &hooks, NULL, &p);
+	if (r < 0)
+		die("pipeline_new", r);
+	r = pipeline_add_stage(p, "s0", 2, 64, a);
+	if (r < 0)
+		die("pipeline_add_stage", r);
+	r = pipeline_start(p);
+	if (r < 0)
+		die("pipeline_start", r);
+	Producer pr = { p, n };
+	pthread_t t;
+	uint64_t t0 = mono_usec();
+	if (pthread_create(&t, NULL, producer_main, &pr) != 0)
+		die("pthread_create", -EAGAIN);
+	pthread_join(t, NULL);
+	pipeline_drain(p);
+	uint64_t dt = mono_usec() - t0;
+	PipelineStats ps;
+	StageStats st;
+	pipeline_stats(p, &ps);
+	stage_stats(pipeline_stage(p, 0), &st);
+	if (ps.done != n)
+		die("plugin: jobs lost or failed", -EIO);
+	pipeline_free(p);
+	return (OneStage){ (double)n / ((double)dt / 1e6), st.queue.get_waits, st.queue.put_waits };
+}
+
+/* What one call costs without the queue: action_run n times on this thread,
+ * as a worker calls it, each time for a new job id (as in the daemon, where
+ * ids only grow). ns of thread CPU time per call. */
+static double direct_calls(Action *a, uint64_t n)
+{
+	char err[256];
+	void *state;
+	Job *j;
+	int r = action_worker_init(a, &state, err, sizeof(err));
+	if (r < 0)
+		die("action_worker_init", r);
+	r = job_new(1, PAYLOAD, sizeof(PAYLOAD) - 1, &j);
+	if (r < 0)
+		die("job_new", r);
+	uint64_t t0 = now_usec(CLOCK_THREAD_CPUTIME_ID);
+	for (uint64_t i = 0; i < n; i++) {
+		j->id = i + 1;
+		r = action_run(a, state, "s0", j, err, sizeof(err));
+		if (r < 0)
+			die(err, r);
+	}
+	uint64_t dt = now_usec(CLOCK_THREAD_CPUTIME_ID) - t0;
+	action_worker_fini(a, state);
+	job_free(j);
+	action_free(a);
+	return (double)dt * 1000.0 / (double)n;
+}
+
+static Action *noop_plugin_action(const char *state_dir)
+{
+	Plugin *pl;
+	Action *a;
+	char err[256];
+	int r = plugin_open(NOOP_PLUGIN_PATH, NULL, &pl, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "bench_engine: %s: %s\n", NOOP_PLUGIN_PATH, err);
+		exit(1);
+	}
+	r = action_new_plugin(pl, "bench", state_dir, &a);
+	if (r < 0)
+		die("action_new_plugin", r);
+	return a;
+}
+
+static void median_min_max(double *x, unsigned n, double *med, double *lo, double *hi)
+{
+	qsort(x, n, sizeof(double), cmp_double);
+	*med = x[n / 2];
+	*lo = x[0];
+	*hi = x[n - 1];
+}
+
+/* plugin_run alone (what run_plugin adds around it left out): ns per call. */
+static double direct_plugin_run(uint64_t n)
+{
+	Plugin *pl;
+	char err[256];
+	void *state;
+	int r = plugin_open(NOOP_PLUGIN_PATH, NULL, &pl, err, sizeof(err));
+	if (r < 0 || plugin_worker_init(pl, &state, err, sizeof(err)) < 0) {
+		fprintf(stderr, "bench_engine: %s: %s\n", NOOP_PLUGIN_PATH, err);
+		exit(1);
+	}
+	const pipelined_job pj = { .id = 1,
+		                   .pipeline = "bench",
+		                   .stage = "s0",
+		                   .attempt = 1,
+		                   .payload = PAYLOAD,
+		                   .payload_len = sizeof(PAYLOAD) - 1,
+		                   .workdir = "/nonexistent/jobs/1" };
+	pipelined_result res;
+	uint64_t t0 = now_usec(CLOCK_THREAD_CPUTIME_ID);
+	for (uint64_t i = 0; i < n; i++)
+		if (plugin_run(pl, state, &pj, &res) != PIPELINED_OK)
+			die("plugin_run", -EIO);
+	uint64_t dt = now_usec(CLOCK_THREAD_CPUTIME_ID) - t0;
+	plugin_worker_fini(pl, state);
+	plugin_close(pl);
+	return (double)dt * 1000.0 / (double)n;
+}
+
+static int bench_plugin(uint64_t n, unsigned runs)
+{
+	double b[32], pl[32], ratio[32];
+	char state_dir[] = "/tmp/bench-engine-plugin-XXXXXX";
+	if (runs == 0)
+		runs = 1;
+	if (runs > 32)
+		runs = 32;
+	if (!mkdtemp(state_dir))
+		die("mkdtemp", -errno);
+	printf("plugin: 1 stage, 2 workers, capacity 64, %llu jobs from a producer thread, "
+	       "%u runs (alternating)\n",
+	       (unsigned long long)n, runs);
+	printf("  plugin %s, state directory %s\n", NOOP_PLUGIN_PATH, state_dir);
+	for (unsigned i = 0; i < runs; i++) {
+		/* Alternate so that drift in the machine hits both alike. */
+		OneStage x = run_one_stage(n, act("noop"));
+		OneStage y = run_one_stage(n, noop_plugin_action(state_dir));
+		b[i] = x.jobs_per_s;
+		pl[i] = y.jobs_per_s;
+		ratio[i] = pl[i] / b[i];
+		printf("  run %2u: built-in noop %9.0f jobs/s (worker waits %7llu, producer %6llu)"
+		       "   noop plugin %9.0f jobs/s (worker waits %7llu, producer %6llu)   ratio "
+		       "%.2f\n",
+		       i + 1, b[i], (unsigned long long)x.get_waits,
+		       (unsigned long long)x.put_waits, pl[i], (unsigned long long)y.get_waits,
+		       (unsigned long long)y.put_waits, ratio[i]);
+	}
+	/* The call alone, no queue, no other thread: thread CPU time per call.
+	 * The runs above, and dp, use a state directory without a jobs/
+	 * subdirectory: run_plugin's access() of STATE/jobs/ID then fails at
+	 * "jobs", a name the kernel has cached. The daemon makes STATE/jobs at
+	 * start, so there every new id is a name the kernel has to look up on
+	 * disk (dj; fewer calls: each leaves a negative dentry behind). */
+	uint64_t calls = n < 1000000 ? 1000000 : n, calls_jobs = 200000;
+	char with_jobs[] = "/tmp/bench-engine-plugin-XXXXXX", jobs[sizeof(with_jobs) + 8];
+	if (!mkdtemp(with_jobs))
+		die("mkdtemp", -errno);
+	snprintf(jobs, sizeof(jobs), "%s/jobs", with_jobs);
+	if (mkdir(jobs, 0700) < 0)
+		die("mkdir", -errno);
+	double dn = direct_calls(act("noop"), calls);
+	double dp = direct_calls(noop_plugin_action(state_dir), calls);
+	double dj = direct_calls(noop_plugin_action(with_jobs), calls_jobs);
+	double dr = direct_plugin_run(calls);
+	rmdir(jobs);
+	rmdir(with_jobs);
+	rmdir(state_dir);
+	double bm, blo, bhi, pm, plo, phi, rm, rlo, rhi;
+	median_min_max(b, runs, &bm, &blo, &bhi);
+	median_min_max(pl, runs, &pm, &plo, &phi);
+	median_min_max(ratio, runs, &rm, &rlo, &rhi);
+	printf("plugin median: built-in noop %.0f jobs/s [%.0f..%.0f], noop plugin %.0f jobs/s "
+	       "[%.0f..%.0f], ratio of medians %.2fx, median of pair ratios %.2fx [min %.2f, "
+	       "max %.2f]\n",
+	       bm, blo, bhi, pm, plo, phi, pm / bm, rm, rlo, rhi);
+	printf("plugin per job: built-in noop %.0f ns, noop plugin %.0f ns (wall time per job, "
+	       "2 workers)\n",
+	       1e9 / bm, 1e9 / pm);
+	printf("plugin direct calls (one thread, thread CPU time per call, a new job id each): "
+	       "action_run built-in noop %.1f ns; action_run noop plugin %.1f ns (no STATE/jobs), "
+	       "%.1f ns (STATE/jobs exists, as in the daemon; %llu calls); plugin_run alone "
+	       "%.1f ns\n",
+	       dn, dp, dj, (unsigned long long)calls_jobs, dr);
+	printf("RESULT engine-plugin builtin_jobs_per_s=%.0f plugin_jobs_per_s=%.0f "
+	       "builtin_ns=%.0f plugin_ns=%.0f ratio=%.3f pair_ratio=%.3f direct_builtin_ns=%.1f "
+	       "direct_plugin_ns=%.1f direct_plugin_jobs_dir_ns=%.1f direct_plugin_run_ns=%.1f\n",
+	       bm, pm, 1e9 / bm, 1e9 / pm, pm / bm, rm, dn, dp, dj, dr);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2) {
-		fprintf(stderr, "usage: bench_engine hop|efficiency|idle|memory [N [RUNS]]\n");
+		fprintf(stderr,
+		        "usage: bench_engine hop|efficiency|idle|memory|plugin [N [RUNS]]\n");
 		return 2;
 	}
 	uint64_t n = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
@@ -503,6 +722,8 @@ int main(int argc, char **argv)
 		return bench_idle(n ? (unsigned)n : 10);
 	if (strcmp(argv[1], "memory") == 0)
 		return bench_memory(n ? n : 1000000);
+	if (strcmp(argv[1], "plugin") == 0)
+		return bench_plugin(n ? n : 1000000, argc > 3 ? (unsigned)atoi(argv[3]) : 9);
 	fprintf(stderr, "bench_engine: unknown benchmark '%s'\n", argv[1]);
 	return 2;
 }
