@@ -216,6 +216,12 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 
 int action_remove_workdir(const char *path)
 {
+	/* An empty directory (stages that wrote nothing there) costs one
+	 * rmdir; the tree walk only runs when it is not empty. */
+	if (rmdir(path) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != ENOTEMPTY && errno != EEXIST)
+		return -errno;
 	/* Depth first, without crossing into other file systems or following
 	 * links: a link a job left in its directory is removed, not its target. */
 	int r = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
@@ -243,8 +249,10 @@ static int run_plugin(Action *a, void *state, const char *stage_name, Job *job, 
 	};
 	pipelined_result res;
 	int r = plugin_run(a->plugin, state, &pj, &res);
-	/* The plugin makes the scratch directory itself if it wants one. */
-	if (!job->workdir && access(path, F_OK) == 0)
+	/* The plugin makes the scratch directory itself if it wants one, and
+	 * says so: looking for it after every run would cost a system call
+	 * per job. */
+	if (!job->workdir && res.made_workdir)
 		job->workdir = strdup(path); /* NULL on ENOMEM: only not shown, nor removed */
 	if (r != PIPELINED_OK) {
 		free(res.payload);

@@ -60,7 +60,10 @@ typedef struct pipelined_job {
 	unsigned attempt;      /* 1 for the first run at this stage */
 	const char *payload;   /* the JSON object, NUL-terminated */
 	size_t payload_len;
-	const char *workdir;   /* the job's scratch directory (may not exist yet) */
+	const char *workdir;   /* the job's scratch directory; it may not exist yet:
+	                        * a plugin that makes it (mkdir) must set
+	                        * result->made_workdir, so that the daemon shows,
+	                        * keeps and removes it like a program stage's */
 } pipelined_job;
 
 typedef struct pipelined_result {
@@ -74,6 +77,11 @@ typedef struct pipelined_result {
 	 * daemon keeps at most 511 bytes, and turns control characters and
 	 * invalid UTF-8 into '?'. */
 	char error[512];
+	/* Set to non-zero if this run created job->workdir (see there). The
+	 * daemon then records it with the job: removed when the job is done,
+	 * kept when it fails. Unset, the daemon never looks for it (no
+	 * system call per job). */
+	int made_workdir;
 } pipelined_result;
 
 unsigned pipelined_plugin_abi(void);

@@ -357,19 +357,22 @@ class FdsAndZombies(E2ETestCase):
 
 UPPERCASE = os.environ.get("PIPELINED_PLUGIN_UPPERCASE")
 INITFAIL = os.environ.get("PIPELINED_PLUGIN_INITFAIL")
+SCRATCH = os.environ.get("PIPELINED_PLUGIN_SCRATCH")
 
 
 class Plugins(E2ETestCase):
     """Plugin= stages: the example plugin, loaded by the real daemon."""
 
     def setUp(self):
-        if not UPPERCASE or not INITFAIL:
+        if not UPPERCASE or not INITFAIL or not SCRATCH:
             self.skipTest("plugin paths not given (run through meson test)")
         self.daemon = self.start_daemon({
             "up": [stage("upper", Plugin=UPPERCASE, PluginArg="title", workers=2,
                          MaxAttempts="3", RetryDelay="10ms"),
                    stage("shell", Exec="/bin/sh -c 'cat'")],
             "broken": [stage("a", Plugin=INITFAIL, workers=2)],
+            "scratch": [stage("a", Plugin=SCRATCH),
+                        stage("b", Exec="/bin/sh -c 'test -f note'")],
         })
         self.c = self.connect(self.daemon)
 
@@ -392,6 +395,16 @@ class Plugins(E2ETestCase):
         job = self.wait_job(self.c, self.submit(self.c, "broken", {}))
         self.assertEqual(job["state"], "failed")
         self.assertIn("pipelined_worker_init", job["error"])
+
+    def test_a_plugin_shares_the_scratch_directory_and_it_is_kept_or_removed(self):
+        done = self.wait_job(self.c, self.submit(self.c, "scratch", {}))
+        self.assertEqual(done["state"], "done", "the program stage saw the plugin's file")
+        self.assertFalse(os.path.exists(os.path.join(self.daemon.state_dir, "jobs",
+                                                     str(done["id"]))))
+        failed = self.wait_job(self.c, self.submit(self.c, "scratch", {"fail": 1}))
+        self.assertEqual(failed["state"], "failed")
+        with open(os.path.join(failed["workdir"], "note")) as f:
+            self.assertEqual(f.read(), "from the plugin\n")
 
     def test_a_plugin_that_does_not_load_is_a_configuration_error(self):
         d = self.start_daemon({"x": [stage("a", Plugin="/no/such/plugin.so")]}, start=False)
