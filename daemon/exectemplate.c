@@ -348,9 +348,12 @@ static char *text_word(char *out, const ExecTemplate *t, const Word *w)
 	if (quoted)
 		*out++ = '"';
 	for (size_t i = 0; i < w->n; i++) {
-		if (parts[i].field)
-			out += sprintf(out, "{%s}", t->arena + parts[i].off);
-		else
+		if (parts[i].field) {
+			*out++ = '{';
+			memcpy(out, t->arena + parts[i].off, parts[i].len);
+			out += parts[i].len;
+			*out++ = '}';
+		} else
 			out = text_literal(out, t->arena + parts[i].off, quoted);
 	}
 	if (quoted)

@@ -342,15 +342,21 @@ class Shutdown(E2ETestCase):
         self.assertError(a.recv(), IFACE + ".ShuttingDown")
         self.assertEqual(daemon.wait_exit(), 0)
 
-    def test_a_held_batch_refused_at_shutdown_names_its_accepted_jobs(self):
-        """A SubmitBatch held after its first jobs were accepted is answered ShuttingDown
-        with their ids; those jobs run, the others were never taken."""
+    def held_batch(self):
+        """A daemon whose pipeline "tiny" (capacity 3) is paused, holding a batch of 10
+        sent on connection a after its first 3 jobs; b is another connection."""
         daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
         b = self.connect(daemon)
         self.pause(b, "tiny", "one")
         a = self.connect(daemon)
         a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
         self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        return daemon, a, b
+
+    def test_a_held_batch_refused_at_shutdown_names_its_accepted_jobs(self):
+        """A SubmitBatch held after its first jobs were accepted is answered ShuttingDown
+        with their ids; those jobs run, the others were never taken."""
+        daemon, a, b = self.held_batch()
         self.ok(b, IFACE + ".Shutdown")
         p = self.assertError(a.recv(), IFACE + ".ShuttingDown")
         self.assertEqual(p["accepted"], [1, 2, 3])
@@ -359,12 +365,7 @@ class Shutdown(E2ETestCase):
     def test_a_held_batch_whose_client_left_is_not_run(self):
         """A client that closes its connection while its batch is held: when room comes,
         the jobs not yet accepted are dropped with the connection, not run."""
-        daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
-        b = self.connect(daemon)
-        self.pause(b, "tiny", "one")
-        a = self.connect(daemon)
-        a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
-        self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        daemon, a, b = self.held_batch()
         a.close()
         self.resume(b, "tiny", "one")
         st = self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 0 and s["in_flight"] == 0,
@@ -372,12 +373,7 @@ class Shutdown(E2ETestCase):
         self.assertEqual((st["accepted"], st["done"]), (3, 3))
 
     def test_a_half_closed_held_client_still_gets_its_ids(self):
-        daemon = self.start_daemon({"tiny": [stage("one", "noop", capacity=3)]})
-        b = self.connect(daemon)
-        self.pause(b, "tiny", "one")
-        a = self.connect(daemon)
-        a.send_call(IFACE + ".SubmitBatch", {"pipeline": "tiny", "payloads": [{}] * 10})
-        self.wait_stats(b, "tiny", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        daemon, a, b = self.held_batch()
         a.sock.shutdown(socket.SHUT_WR)
         self.resume(b, "tiny", "one")
         self.assertEqual(self.assertReply(a.recv())["ids"], list(range(1, 11)))

@@ -448,3 +448,54 @@ class ScratchAcrossRestarts(E2ETestCase):
             self.assertEqual(job["exit_status"], 1, "run %d: %r" % (run, job))
             self.assertTrue(os.path.exists(os.path.join(state, "jobs", "1", "old")))
             d.stop()
+
+
+class FailedJobsAcrossReloadAndRetention(E2ETestCase):
+
+    def config(self, state, stages):
+        text = "[daemon]\nStateDirectory = %s\nRetainJobs = 1\n[pipeline p]\n" % state
+        for name, exec_line in stages:
+            text += "[stage p/%s]\nExec = %s\n" % (name, exec_line)
+        return text
+
+    def test_requeue_after_a_reload_goes_to_the_same_stage_of_the_new_pipeline(self):
+        state = tempfile.mkdtemp(prefix="pipelined-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        flag = os.path.join(state, "flag")
+        check = "/bin/sh -c 'test -e %s'" % flag
+        d = self.start_daemon(config_text=self.config(state, [("a", "/bin/true"), ("b", check)]))
+        c = self.connect(d)
+        job = self.wait_job(c, self.submit(c, "p", {}))
+        self.assertEqual((job["state"], job["stage"]), ("failed", "b"))
+        # Replaced: a new first stage; "b" is still there, now third.
+        d.write_config(config_text=self.config(
+            state, [("new", "/bin/true"), ("a", "/bin/true"), ("b", check)]))
+        self.assertEqual(self.ok(c, IFACE + ".Reload")["replaced"], ["p"])
+        open(flag, "w").close()
+        requeued = self.ok(c, IFACE + ".RequeueJob", {"id": job["id"]})["job"]
+        self.assertEqual(requeued["stage"], "b")
+        done = self.wait_job(c, job["id"])
+        self.assertEqual((done["state"], done["stage"], done["runs"]), ("done", "b", 3))
+        # A failed job whose stage a reload removed cannot go back.
+        os.unlink(flag)
+        other = self.wait_job(c, self.submit(c, "p", {}))
+        self.assertEqual((other["state"], other["stage"]), ("failed", "b"))
+        d.write_config(config_text=self.config(state, [("a", "/bin/true")]))
+        self.ok(c, IFACE + ".Reload")
+        self.assertError(c.call(IFACE + ".RequeueJob", {"id": other["id"]}),
+                         IFACE + ".NoSuchStage", {"pipeline": "p", "stage": "b", "known": ["a"]})
+
+    def test_a_failed_jobs_scratch_directory_goes_when_retention_forgets_it(self):
+        state = tempfile.mkdtemp(prefix="pipelined-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        d = self.start_daemon(config_text=self.config(
+            state, [("a", "/bin/sh -c 'touch f; exit $((PIPELINED_JOB_ID % 2))'")]))
+        c = self.connect(d)
+        failed = self.wait_job(c, self.submit(c, "p", {}))
+        self.assertEqual(failed["state"], "failed")
+        self.assertTrue(os.path.isdir(failed["workdir"]))
+        self.assertEqual(self.wait_job(c, self.submit(c, "p", {}))["state"], "done")
+        # RetainJobs = 1: the done job pushed the failed one out, and its
+        # directory is removed (on the loop's thread pool).
+        self.assertError(c.call(IFACE + ".GetJob", {"id": failed["id"]}), IFACE + ".NoSuchJob")
+        wait_until(lambda: not os.path.exists(failed["workdir"]), "the directory to go")
