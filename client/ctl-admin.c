@@ -140,6 +140,49 @@ static void print_pipeline_stats(Ctl *ctl, json_t *p)
 	table_free(t);
 }
 
+/* "1.5 MiB": sizes in the journal line. */
+static const char *fmt_bytes(int64_t n, char buf[FMT_BUF])
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, FMT_BUF, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+	return buf;
+}
+
+/* The journal's line under the pipelines: where durability stands. */
+static void print_journal_stats(json_t *j)
+{
+	const char *durability = json_string_value(json_object_get(j, "durability"));
+	if (!durability || strcmp(durability, "full") != 0) {
+		printf("\njournal: none (Durability=none: jobs live in memory only)\n");
+		return;
+	}
+	char db[FMT_BUF], wal[FMT_BUF], free_b[FMT_BUF], floor_b[FMT_BUF];
+	int64_t free_bytes = json_integer_value(json_object_get(j, "free_bytes"));
+	int64_t commits = json_integer_value(json_object_get(j, "commits"));
+	int64_t jobs = json_integer_value(json_object_get(j, "jobs"));
+	/* Rates over the daemon's last 10 s; jobs per commit since it started. */
+	printf("\njournal: %s (WAL %s), %.1f commits/s, %.1f changes/commit, %.1f jobs/commit, "
+	       "%s free\n",
+	       fmt_bytes(json_integer_value(json_object_get(j, "db_bytes")) +
+	                         json_integer_value(json_object_get(j, "wal_bytes")),
+	                 db),
+	       fmt_bytes(json_integer_value(json_object_get(j, "wal_bytes")), wal),
+	       json_number_value(json_object_get(j, "commits_per_sec")),
+	       json_number_value(json_object_get(j, "changes_per_commit")),
+	       commits > 0 ? (double)jobs / (double)commits : 0.0, fmt_bytes(free_bytes, free_b));
+	if (json_is_true(json_object_get(j, "space_low")))
+		printf("journal: below the free-space floor (%s): new submits are refused\n",
+		       fmt_bytes(json_integer_value(json_object_get(j, "min_free_bytes")), floor_b));
+	if (json_is_true(json_object_get(j, "failed")))
+		printf("journal: FAILED (see the daemon's log)\n");
+}
+
 int verb_stats(Ctl *ctl, const VerbArgs *a)
 {
 	const char *pipeline = a->n_args > 0 ? a->args[0] : NULL;
@@ -172,6 +215,9 @@ int verb_stats(Ctl *ctl, const VerbArgs *a)
 			print_pipeline_stats(ctl, p);
 		}
 	}
+	json_t *journal = json_object_get(r.parameters, "journal");
+	if (!ctl->json && !pipeline && journal)
+		print_journal_stats(journal);
 	proto_reply_done(&r);
 	return EXIT_OK;
 }

@@ -169,6 +169,8 @@ static int submit_one(Ctl *ctl, const VerbArgs *a, json_t *payload)
 	json_t *params = json_pack("{s:s, s:O}", "pipeline", pipeline, "payload", payload);
 	if (params && a->nowait)
 		json_object_set_new(params, "nowait", json_true());
+	if (params && a->key)
+		json_object_set_new(params, "key", json_string(a->key));
 	ProtoReply r;
 	int ex = ctl_call_take(ctl, what, M_SUBMIT, params, &r);
 	if (ex != EXIT_OK)
@@ -494,6 +496,10 @@ int verb_submit(Ctl *ctl, const VerbArgs *a)
 		return ctl_usage(ctl, a->verb,
 		                 "submit: --wait takes one job; for many, pipe the ids printed by "
 		                 "--stdin to 'pipelinectl wait'");
+	if (a->use_stdin && a->key)
+		return ctl_usage(ctl, a->verb, "submit: --key names one job; it cannot go with --stdin");
+	if (a->key && (a->key[0] == '\0' || strlen(a->key) > PROTO_KEY_MAX))
+		return ctl_usage(ctl, a->verb, "submit: --key must be 1 to %u bytes", PROTO_KEY_MAX);
 	if (a->use_stdin)
 		return submit_bulk(ctl, a);
 

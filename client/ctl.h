@@ -49,6 +49,7 @@ typedef struct VerbArgs {
 	const char *file;
 	bool use_stdin, nowait, wait, all, now, failed;
 	const char *pipeline, *state;
+	const char *key; /* submit --key */
 	int64_t limit;      /* --limit, 0 if absent */
 	int64_t timeout_ms; /* --timeout, -1 if absent */
 } VerbArgs;

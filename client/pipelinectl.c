@@ -29,6 +29,7 @@ enum {
 	OPT_STDIN,
 	OPT_NOWAIT,
 	OPT_WAIT,
+	OPT_KEY,
 	OPT_PIPELINE,
 	OPT_STATE,
 	OPT_LIMIT,
@@ -56,6 +57,7 @@ static const struct option opts_submit[] = {
 	{ "stdin", no_argument, NULL, OPT_STDIN },
 	{ "nowait", no_argument, NULL, OPT_NOWAIT },
 	{ "wait", no_argument, NULL, OPT_WAIT },
+	{ "key", required_argument, NULL, OPT_KEY },
 	O_END,
 };
 static const struct option opts_list[] = {
@@ -86,7 +88,7 @@ typedef struct Verb {
 
 static const Verb verbs[] = {
 	{ "submit", 1, 2, verb_submit, opts_submit,
-	  "PIPELINE (PAYLOAD | --file FILE | --stdin) [--nowait | --wait]",
+	  "PIPELINE (PAYLOAD | --file FILE | --stdin) [--key KEY] [--nowait | --wait]",
 	  "submit a job (or many) to a pipeline",
 	  "Submits a job whose payload is a JSON object and prints its id.\n"
 	  "\n"
@@ -101,6 +103,9 @@ static const Verb verbs[] = {
 	  "                exit status 75 instead of waiting for room\n"
 	  "  --wait        wait for the job to end and print it as 'get' does; the\n"
 	  "                exit status is 1 if it failed or was cancelled\n"
+	  "  --key KEY     idempotency key (1..256 bytes): if the daemon still knows a\n"
+	  "                job submitted with KEY, print its id instead of submitting\n"
+	  "                again (safe to repeat after a lost reply; not with --stdin)\n"
 	  "\n"
 	  "A payload on the command line that is not valid JSON is a usage error\n"
 	  "(exit status 2); in a file or on standard input it is bad data (1).\n"
@@ -270,6 +275,9 @@ static int run_verb(Ctl *ctl, const Verb *v, int argc, char **argv)
 			break;
 		case OPT_WAIT:
 			a.wait = true;
+			break;
+		case OPT_KEY:
+			a.key = optarg;
 			break;
 		case OPT_PIPELINE:
 			a.pipeline = optarg;

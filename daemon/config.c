@@ -56,13 +56,14 @@ typedef enum KeyType {
 	KEY_SIZE,   /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
 	KEY_PATH,   /* absolute path of at most max bytes (0: no limit but the line's) */
 	KEY_ACTION, /* an action_parse spec, kept in canonical form */
-	KEY_DURATION, /* microseconds: a number with a unit us, ms, s, min, h (none: s), in min..max;
+	KEY_DURATION, /* microseconds: a number with a unit us, ms, s, min, h, d (none: s), in min..max;
 	               * "infinity" is 0 when min is 0 */
 	KEY_TEXT,   /* any text of at most max bytes */
 	KEY_EXEC,   /* a command line (exec_template_parse) */
 	KEY_PLUGIN, /* the absolute path of a stage plugin that loads */
 	KEY_STDOUT, /* a ProgramStdout name */
 	KEY_EXIT_CODES, /* exit statuses 1..255 and the words "timeout" and "signal" */
+	KEY_DURABILITY, /* "full" or "none" (a ConfigDurability) */
 } KeyType;
 
 /* One key of a section: where its value goes and how it is read. Adding a
@@ -80,6 +81,7 @@ typedef struct KeySpec {
 } KeySpec;
 
 #define FIELD(type, field) offsetof(type, field), sizeof(((type *)0)->field)
+#define USEC_PER_SEC ((uint64_t)1000000)
 
 static const KeySpec daemon_keys[] = {
 	{ "Socket", KEY_PATH, FIELD(Config, socket_path), 0, SOCKET_PATH_MAX, 0,
@@ -96,9 +98,13 @@ static const KeySpec daemon_keys[] = {
 	  NULL },
 	{ "ShutdownTimeoutSec", KEY_NUMBER, FIELD(Config, shutdown_timeout_sec), 1, 86400, 90, NULL,
 	  false, NULL },
+	{ "RetainAge", KEY_DURATION, FIELD(Config, retain_age_usec), 0, 3650 * 86400 * USEC_PER_SEC,
+	  7 * 86400 * USEC_PER_SEC, NULL, false, NULL },
+	{ "Durability", KEY_DURABILITY, FIELD(Config, durability), 0, 0, CONFIG_DURABILITY_FULL, NULL,
+	  false, NULL },
+	{ "JournalMinFree", KEY_SIZE, FIELD(Config, journal_min_free), 0, 16 * 1024 * GIB, 64 * MIB,
+	  NULL, false, NULL },
 };
-
-#define USEC_PER_SEC ((uint64_t)1000000)
 
 /* Stage keys; the indexes name bits of StageConfig.keys_set. */
 enum {
@@ -309,6 +315,7 @@ static bool parse_duration(const char *s, uint64_t *ret)
 	static const Unit units[] = {
 		{ "", USEC_PER_SEC }, { "us", 1 },  { "ms", 1000 }, { "s", USEC_PER_SEC },
 		{ "sec", USEC_PER_SEC }, { "min", 60 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
+		{ "d", 86400 * USEC_PER_SEC },
 	};
 	if (strcmp(s, "infinity") == 0) {
 		*ret = 0;
@@ -391,7 +398,8 @@ static int apply_defaults(void *base, const KeySpec *keys, size_t n_keys)
 	for (size_t i = 0; i < n_keys; i++) {
 		void *field = (char *)base + keys[i].offset;
 		if (keys[i].type == KEY_NUMBER || keys[i].type == KEY_SIZE ||
-		    keys[i].type == KEY_DURATION || keys[i].type == KEY_STDOUT) {
+		    keys[i].type == KEY_DURATION || keys[i].type == KEY_STDOUT ||
+		    keys[i].type == KEY_DURABILITY) {
 			store_number(field, keys[i].width, keys[i].dflt);
 		} else if (keys[i].dflt_text) {
 			char *s = strdup(keys[i].dflt_text);
@@ -466,7 +474,7 @@ static int set_key(Parser *p, void *base, const KeySpec *k, const char *value)
 		    v > k->max) {
 			return fail(p, -EINVAL, p->lineno, k->name,
 			            "not a duration in %s (a whole number with a unit us, ms, s, "
-			            "min or h%s)",
+			            "min, h or d%s)",
 			            k->min == 0 ? "range" : "range, above 0",
 			            k->min == 0 ? "; infinity for none" : "");
 		}
@@ -480,6 +488,15 @@ static int set_key(Parser *p, void *base, const KeySpec *k, const char *value)
 		store_number(field, k->width, m);
 		return 1;
 	}
+	case KEY_DURABILITY:
+		if (strcmp(value, "full") == 0)
+			v = CONFIG_DURABILITY_FULL;
+		else if (strcmp(value, "none") == 0)
+			v = CONFIG_DURABILITY_NONE;
+		else
+			return fail(p, -EINVAL, p->lineno, k->name, "unknown value (known: full, none)");
+		store_number(field, k->width, v);
+		return 1;
 	case KEY_EXIT_CODES: {
 		RetryPolicy pol;
 		if (!parse_exit_codes(value, &pol))

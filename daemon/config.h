@@ -8,6 +8,11 @@
  *   RetainJobs = 10000                       ; finished jobs kept for queries, 0..10000000
  *   RetainBytes = 64MiB                      ; and at most this many payload bytes of them
  *   ShutdownTimeoutSec = 90                  ; deadline of a shutdown (SIGTERM), 1..86400
+ *   RetainAge = 7d                           ; finished jobs older than this are forgotten
+ *                                            ;   (infinity: never by age)
+ *   Durability = full                        ; full: journal every job (STATE/journal.db),
+ *                                            ;   acknowledge after the sync; none: memory only
+ *   JournalMinFree = 64MiB                   ; refuse submits below this much free space
  *
  *   [pipeline images]                        ; a pipeline; name as stage_name_is_valid
  *
@@ -30,7 +35,7 @@
  *   ; Plugin= stages only:
  *   PluginArg = text                         ; handed to pipelined_worker_init
  *
- * Durations are a number with a unit us, ms, s, min or h (no unit: seconds);
+ * Durations are a number with a unit us, ms, s, min, h or d (no unit: seconds);
  * Timeout = infinity (or 0) means none.
  * Sizes accept a suffix K/KiB, M/MiB, G/GiB (powers of 1024). Keys are
  * case-sensitive, as in systemd units; a key given twice in a section keeps
@@ -83,6 +88,11 @@ typedef struct PipelineConfig {
 	unsigned n_stages;
 } PipelineConfig;
 
+typedef enum ConfigDurability {
+	CONFIG_DURABILITY_FULL,
+	CONFIG_DURABILITY_NONE,
+} ConfigDurability;
+
 typedef struct Config {
 	char *path;           /* owned: the file it was read from */
 	char *socket_path;    /* owned */
@@ -92,6 +102,9 @@ typedef struct Config {
 	uint64_t retain_jobs;
 	uint64_t retain_bytes;
 	unsigned shutdown_timeout_sec;
+	uint64_t retain_age_usec; /* 0: no limit by age */
+	unsigned durability;      /* a ConfigDurability */
+	uint64_t journal_min_free;
 	PipelineConfig *pipelines; /* owned array, in file order */
 	unsigned n_pipelines;
 } Config;

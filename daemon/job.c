@@ -36,7 +36,8 @@ int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job)
 
 size_t job_retained_bytes(const Job *job)
 {
-	return job->payload_len + job->stderr_len + (job->error ? strlen(job->error) : 0);
+	return job->payload_len + job->stderr_len + (job->error ? strlen(job->error) : 0) +
+	       (job->key ? strlen(job->key) : 0);
 }
 
 void job_free(Job *job)
@@ -47,6 +48,7 @@ void job_free(Job *job)
 	free(job->error);
 	free(job->stderr_tail);
 	free(job->workdir);
+	free(job->key);
 	free(job);
 }
 

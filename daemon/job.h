@@ -62,6 +62,8 @@ typedef struct Job {
 	char *stderr_tail; /* owned; the end of its stderr, NUL-terminated; or NULL */
 	size_t stderr_len;
 	char *workdir;     /* owned; the job's scratch directory once a stage made it, else NULL */
+	char *key;         /* owned; the client's idempotency key, or NULL; set before
+	                    * the job is submitted, never changed after */
 	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
 	uint64_t submitted_usec;
 	_Atomic uint64_t started_usec; /* when a worker first took the job (as runs) */
@@ -72,8 +74,14 @@ typedef struct Job {
 	struct Job *hash_next;             /* chain in the id hash */
 	struct Job *list_prev, *list_next; /* every tracked job, in id order */
 	struct Job *done_next, *done_prev; /* finished jobs, oldest first (retention) */
+	struct Job *key_next;              /* chain in the key hash (jobs with a key) */
+	uint64_t journal_seq;              /* the journal change that recorded its submit
+	                                    * (0: recovered, already on disk) */
 	void *tracker;                     /* the loop's record of the job's pipeline (borrowed) */
 	bool ended;                        /* back from its pipeline: the loop owns it now */
+	bool journal_keep;                 /* its journal row is not its state in memory (a
+	                                    * shutdown ended it; it resumes at the next
+	                                    * start): retention must not delete the row */
 } Job;
 
 /* The largest payload the engine accepts, in bytes (excluding the NUL). The

@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define JOBTABLE_MIN_BUCKETS 1024u
+#define JOBTABLE_KEY_BUCKETS 1024u
 
 int jobtable_init(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)
 {
@@ -13,6 +15,12 @@ int jobtable_init(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)
 	if (!t->buckets)
 		return -ENOMEM;
 	t->mask = JOBTABLE_MIN_BUCKETS - 1;
+	t->key_buckets = calloc(JOBTABLE_KEY_BUCKETS, sizeof(*t->key_buckets));
+	if (!t->key_buckets) {
+		free(t->buckets);
+		return -ENOMEM;
+	}
+	t->key_mask = JOBTABLE_KEY_BUCKETS - 1;
 	return 0;
 }
 
@@ -23,6 +31,7 @@ void jobtable_done(JobTable *t)
 		job_free(j);
 	}
 	free(t->buckets);
+	free(t->key_buckets);
 	*t = (JobTable){ 0 };
 }
 
@@ -51,8 +60,53 @@ static void grow(JobTable *t)
 	t->mask = n - 1;
 }
 
+/* FNV-1a: keys come from clients, but a chain only costs time, and the
+ * table grows with the number of keys. */
+static Job **key_slot(JobTable *t, const char *key)
+{
+	uint64_t h = 14695981039346656037u;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 1099511628211u;
+	return &t->key_buckets[h & t->key_mask];
+}
+
+static void key_grow(JobTable *t)
+{
+	size_t old_n = t->key_mask + 1, n = old_n * 2;
+	Job **b = calloc(n, sizeof(*b));
+	if (!b)
+		return;
+	Job **old = t->key_buckets;
+	t->key_buckets = b;
+	t->key_mask = n - 1;
+	for (size_t i = 0; i < old_n; i++)
+		for (Job *j = old[i], *next; j; j = next) {
+			next = j->key_next;
+			Job **s = key_slot(t, j->key);
+			j->key_next = *s;
+			*s = j;
+		}
+	free(old);
+}
+
+Job *jobtable_get_key(JobTable *t, const char *key)
+{
+	for (Job *j = *key_slot(t, key); j; j = j->key_next)
+		if (strcmp(j->key, key) == 0)
+			return j;
+	return NULL;
+}
+
 int jobtable_add(JobTable *t, Job *job)
 {
+	if (job->key) {
+		if (t->key_count >= 2 * (t->key_mask + 1))
+			key_grow(t);
+		Job **k = key_slot(t, job->key);
+		job->key_next = *k;
+		*k = job;
+		t->key_count++;
+	}
 	if (t->count >= 2 * (t->mask + 1))
 		grow(t);
 	Job **s = slot(t, job->id);
@@ -87,6 +141,15 @@ static void unlink_job(JobTable *t, Job *job)
 		t->tail = job->list_prev;
 	job->hash_next = job->list_prev = job->list_next = NULL;
 	t->count--;
+	if (job->key) {
+		for (Job **k = key_slot(t, job->key); *k; k = &(*k)->key_next)
+			if (*k == job) {
+				*k = job->key_next;
+				break;
+			}
+		job->key_next = NULL;
+		t->key_count--;
+	}
 }
 
 void jobtable_remove(JobTable *t, Job *job)
@@ -94,17 +157,37 @@ void jobtable_remove(JobTable *t, Job *job)
 	unlink_job(t, job);
 }
 
+static void drop_oldest(JobTable *t)
+{
+	Job *j = t->done_head;
+	jobtable_unfinish(t, j);
+	unlink_job(t, j);
+	if (t->on_drop)
+		t->on_drop(t->userdata, j);
+	job_free(j);
+}
+
 static void apply_retention(JobTable *t)
 {
 	while (t->done_head &&
-	       (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes)) {
-		Job *j = t->done_head;
-		jobtable_unfinish(t, j);
-		unlink_job(t, j);
-		if (t->on_drop)
-			t->on_drop(t->userdata, j);
-		job_free(j);
-	}
+	       (t->done_count > t->retain_jobs || t->done_bytes > t->retain_bytes))
+		drop_oldest(t);
+}
+
+void jobtable_set_retain_age(JobTable *t, uint64_t retain_age_usec)
+{
+	t->retain_age_usec = retain_age_usec;
+}
+
+uint64_t jobtable_expire(JobTable *t, uint64_t now_usec)
+{
+	if (t->retain_age_usec == 0)
+		return 0;
+	/* Finished jobs are in the order they finished (recovered ones are
+	 * added in that order too), so the oldest is first. */
+	while (t->done_head && t->done_head->finished_usec + t->retain_age_usec <= now_usec)
+		drop_oldest(t);
+	return t->done_head ? t->done_head->finished_usec + t->retain_age_usec : 0;
 }
 
 void jobtable_finish(JobTable *t, Job *job)

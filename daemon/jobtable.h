@@ -10,7 +10,11 @@
  *
  * Owns: finished jobs (freed when dropped or with the table). Borrows: jobs
  * in flight (a pipeline owns them; the table only links them and reads
- * their atomic state). The links live in the Job (hash_next, list_*,
+ * their atomic state). Jobs with an idempotency key (Job.key) are also
+ * found by it: keys are unique among tracked jobs (the caller checks with
+ * jobtable_get_key before it adds one). Retention by age drops finished
+ * jobs that finished more than `retain_age_usec` ago, when
+ * jobtable_expire is called (the table reads no clock itself). The links live in the Job (hash_next, list_*,
  * done_next), so tracking never allocates per job.
  *
  * Threads: the event loop thread only. */
@@ -31,6 +35,9 @@ typedef struct JobTable {
 	size_t done_count;
 	uint64_t done_bytes; /* job_retained_bytes of finished jobs */
 	uint64_t retain_jobs, retain_bytes;
+	uint64_t retain_age_usec; /* 0: no limit by age */
+	Job **key_buckets;        /* chains of key_next, by hash of the key */
+	size_t key_mask, key_count;
 	/* Called for each finished job retention drops, just before it is
 	 * freed (the daemon uses it to release the job's pipeline record). */
 	void (*on_drop)(void *userdata, Job *job);
@@ -59,6 +66,18 @@ void jobtable_unfinish(JobTable *t, Job *job);
 
 /* Changes the retention limits and applies them. */
 void jobtable_set_retention(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes);
+
+/* Changes the age limit (0: none); applied by the next jobtable_expire. */
+void jobtable_set_retain_age(JobTable *t, uint64_t retain_age_usec);
+
+/* Drops finished jobs that finished before now_usec - retain_age_usec
+ * (CLOCK_REALTIME µs), oldest first. Returns when the oldest one left
+ * expires (µs, same clock), or 0 if none will (no age limit, or none
+ * finished). */
+uint64_t jobtable_expire(JobTable *t, uint64_t now_usec);
+
+/* The tracked job whose idempotency key is key, or NULL. */
+Job *jobtable_get_key(JobTable *t, const char *key);
 
 Job *jobtable_get(JobTable *t, uint64_t id); /* borrowed; NULL if unknown */
 

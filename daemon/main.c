@@ -4,14 +4,17 @@
  *   pipelined --check-config [FILE]
  *
  * Exit status: 0 after a clean shutdown; 1 when the shutdown deadline passed
- * with jobs still running, or the daemon could not start; 2 for a usage
- * error; 78 (EX_CONFIG) for a bad configuration. */
+ * with jobs still running, the journal failed, or the daemon could not start
+ * (a damaged journal among other reasons); 2 for a usage error; 78
+ * (EX_CONFIG) for a bad configuration. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -19,8 +22,11 @@
 
 #include "action.h"
 #include "config.h"
+#include "crashpoint.h"
+#include "journal.h"
 #include "log.h"
 #include "server.h"
+#include "testvfs.h"
 
 #define EXIT_USAGE  2
 #define EXIT_CONFIG 78 /* sysexits.h EX_CONFIG */
@@ -41,8 +47,8 @@ static void usage(FILE *f)
 	        "\n"
 	        "Signals: SIGTERM/SIGINT shut down (every accepted job finishes; a second one\n"
 	        "discards queued jobs), SIGHUP reloads the configuration.\n"
-	        "Exit status: 0 clean shutdown, 1 deadline passed or start failed, 2 usage,\n"
-	        "78 bad configuration.\n",
+	        "Exit status: 0 clean shutdown, 1 deadline passed, journal failed or start\n"
+	        "failed, 2 usage, 78 bad configuration.\n",
 	        CONFIG_DEFAULT_PATH);
 }
 
@@ -83,17 +89,20 @@ static int ensure_state_dir(const char *path)
 	return mkdir(path, 0750) == 0 ? 0 : -errno;
 }
 
-/* STATE_DIR/jobs holds the jobs' scratch directories. Jobs live in memory
- * only (until the journal), so what an earlier run left there belongs to
+/* STATE_DIR/jobs holds the jobs' scratch directories. With Durability=none
+ * jobs live in memory only, so what an earlier run left there belongs to
  * jobs that are gone, and job ids start again at 1: a new job must never
  * find an old job's files in its directory. Empties it (creating it if
- * needed). Blocks: before the loop starts. */
-static int reset_scratch_root(const char *state_dir)
+ * needed). Blocks: before the loop starts. (With a journal, ids go on and
+ * server_recover removes only what belongs to no job.) */
+static int reset_scratch_root(const char *state_dir, bool empty)
 {
 	char path[ACTION_WORKDIR_MAX];
 	if (snprintf(path, sizeof(path), "%s/jobs", state_dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
 	struct stat st;
+	if (lstat(path, &st) == 0 && !empty)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 	if (lstat(path, &st) == 0) {
 		log_info("removing the scratch directories an earlier run left in %s", path);
 		int r = action_remove_workdir(path);
@@ -101,6 +110,26 @@ static int reset_scratch_root(const char *state_dir)
 			return r;
 	}
 	return mkdir(path, 0700) == 0 ? 0 : -errno;
+}
+
+/* One daemon per state directory: two would both recover the same jobs
+ * and write one journal. An flock on STATE/lock, held (by the open fd)
+ * until the process ends, whatever way it ends. Returns 0, -EBUSY if
+ * another process holds it, -errno. */
+static int lock_state_dir(const char *state_dir)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s/lock", state_dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return r;
+	}
+	return 0; /* fd stays open: the lock lasts as long as the process */
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -172,14 +201,53 @@ int main(int argc, char **argv)
 			return EXIT_FAILURE;
 		}
 	}
+	bool durable = config->durability == CONFIG_DURABILITY_FULL;
 	int r = ensure_state_dir(config->state_dir);
 	if (r >= 0)
-		r = reset_scratch_root(config->state_dir);
+		r = lock_state_dir(config->state_dir);
+	if (r >= 0)
+		r = reset_scratch_root(config->state_dir, !durable);
 	if (r < 0) {
 		fprintf(stderr, "pipelined: state directory %s: %s\n", config->state_dir,
-		        strerror(-r));
+		        r == -EBUSY ? "another pipelined is using it" : strerror(-r));
 		config_free(config);
 		return EXIT_FAILURE;
+	}
+	/* Test hooks (crashpoint.h, testvfs.h): before any thread starts. */
+	if (crashpoint_init() < 0) {
+		fprintf(stderr, "pipelined: PIPELINED_CRASH_AT: expected NAME:N with N >= 1\n");
+		config_free(config);
+		return EXIT_USAGE;
+	}
+	r = testvfs_register_from_env();
+	if (r < 0) {
+		fprintf(stderr, "pipelined: PIPELINED_TEST_VFS: %s\n", strerror(-r));
+		config_free(config);
+		return EXIT_USAGE;
+	}
+	if (r > 0)
+		log_warning("PIPELINED_TEST_VFS=%s: the journal runs on a test file system layer",
+		            getenv("PIPELINED_TEST_VFS"));
+
+	/* The journal, checked before anything starts: a damaged one is
+	 * refused, never reset. */
+	Journal *journal = NULL;
+	if (durable) {
+		char path[4096], err[1024] = "";
+		JournalOptions jo = { .min_free_bytes = config->journal_min_free };
+		if (snprintf(path, sizeof(path), "%s/%s", config->state_dir, JOURNAL_FILE) >=
+		    (int)sizeof(path))
+			r = -ENAMETOOLONG;
+		else
+			r = journal_open(path, &jo, &journal, err, sizeof(err));
+		if (r < 0) {
+			if (err[0])
+				log_error("%s", err);
+			else
+				log_error("cannot open the journal %s: %s", path, strerror(-r));
+			config_free(config);
+			return EXIT_FAILURE;
+		}
 	}
 
 	/* A client hanging up mid-reply must not kill the daemon. */
@@ -190,6 +258,7 @@ int main(int argc, char **argv)
 	r = uv_loop_init(&loop);
 	if (r < 0) {
 		log_error("cannot create the event loop: %s", uv_strerror(r));
+		journal_close(journal);
 		config_free(config);
 		return EXIT_FAILURE;
 	}
@@ -197,11 +266,15 @@ int main(int argc, char **argv)
 	char socket_copy[108];
 	snprintf(socket_copy, sizeof(socket_copy), "%s", config->socket_path);
 	int status = EXIT_SUCCESS;
+	char rerr[1024] = "";
 	r = server_new(&loop, config, config_path, &server);
 	if (r < 0) {
+		journal_close(journal);
 		status = EXIT_FAILURE;
 	} else {
-		/* Socket activation: systemd passes the listening socket as fd 3. */
+		/* Socket activation: systemd passes the listening socket as fd 3.
+		 * Listening first: a second daemon on the same socket stops here,
+		 * before it touches the jobs. Nobody is served before uv_run. */
 		int fd = sd_listen_fds(1) == 1 ? SD_LISTEN_FDS_START : -1;
 		r = server_listen(server, fd);
 		if (r < 0) {
@@ -210,6 +283,12 @@ int main(int argc, char **argv)
 				          socket_copy);
 			else
 				log_error("cannot listen on %s: %s", socket_copy, strerror(-r));
+			journal_close(journal);
+		} else if (journal && server_recover(server, journal, rerr, sizeof(rerr)) < 0) {
+			log_error("cannot recover from the journal: %s", rerr);
+			r = -1;
+		}
+		if (r < 0) {
 			status = EXIT_FAILURE;
 			/* Stop the pipelines already started (no job was accepted). */
 			server_shutdown(server, true, 60 * 1000);
@@ -233,7 +312,10 @@ int main(int argc, char **argv)
 	 * be empty: a handle still open here is a bug. */
 	uv_walk(&loop, close_walk, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
-	server_free(server);
+	if (server_free(server) < 0 && status == EXIT_SUCCESS) {
+		log_error("the journal failed while shutting down");
+		status = EXIT_FAILURE;
+	}
 	if (uv_loop_close(&loop) != 0) {
 		log_error("event loop still had open handles at exit");
 		status = EXIT_FAILURE;

@@ -90,6 +90,8 @@ static void deliver(void *userdata, Stage *s, Job *job)
 		atomic_store_explicit(&job->stage, next, memory_order_relaxed);
 		atomic_store_explicit(&job->state, JOB_QUEUED, memory_order_relaxed);
 		job->attempt = 1;
+		if (p->hooks.on_progress)
+			p->hooks.on_progress(p->userdata, job);
 		/* Blocks while the next queue is full: backpressure. The next
 		 * queue is closed only after every worker of this stage has
 		 * exited, so -EPIPE here would be a bug in the cascade; end the
@@ -116,6 +118,13 @@ static void close_stage(Pipeline *p, unsigned index)
 }
 
 /* StageHooks.on_exited: the close travels one stage down. */
+static void stage_progress(void *userdata, Stage *s, Job *job)
+{
+	Pipeline *p = userdata;
+	if (p->hooks.on_progress)
+		p->hooks.on_progress(p->userdata, job);
+}
+
 static void stage_exited(void *userdata, Stage *s)
 {
 	Pipeline *p = userdata;
@@ -137,7 +146,9 @@ static void stage_exited(void *userdata, Stage *s)
 int pipeline_add_stage(Pipeline *p, const char *name, unsigned workers, size_t capacity,
                        Action *action)
 {
-	static const StageHooks stage_hooks = { .deliver = deliver, .on_exited = stage_exited };
+	static const StageHooks stage_hooks = { .deliver = deliver,
+		                                .on_exited = stage_exited,
+		                                .progress = stage_progress };
 	bool bad = atomic_load(&p->started) || p->n_stages >= PIPELINE_STAGES_MAX || !name;
 
 	for (unsigned i = 0; !bad && i < p->n_stages; i++)
@@ -233,6 +244,21 @@ int pipeline_try_requeue(Pipeline *p, Job *job, unsigned stage)
 		job->stage = old_stage;
 		job->attempt = old_attempt;
 	}
+	return r;
+}
+
+int pipeline_resume(Pipeline *p, Job *job, unsigned stage)
+{
+	if (!atomic_load(&p->started))
+		return -EINVAL;
+	if (stage >= p->n_stages)
+		return -ENOENT;
+	job->state = JOB_QUEUED;
+	job->stage = stage;
+	atomic_fetch_add_explicit(&p->in_flight, 1, memory_order_relaxed);
+	int r = queue_put(stage_queue(p->stages[stage]), job);
+	if (r < 0)
+		in_flight_dec(p);
 	return r;
 }
 

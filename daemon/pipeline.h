@@ -56,6 +56,12 @@ typedef struct PipelineHooks {
 	 * queue_try_put_arm). Called once per -EAGAIN episode, on a worker
 	 * thread (or the closing thread); must not block. */
 	void (*on_room)(void *userdata);
+	/* Optional: the job moved on inside the pipeline, and is about to be
+	 * put on a queue: to the next stage (state JOB_QUEUED, stage and
+	 * attempt 1 set, payload the stage's input) or back on its own stage
+	 * for another attempt (JOB_RETRYING). On the worker thread, which
+	 * still owns the job; may block (the daemon journals it here). */
+	void (*on_progress)(void *userdata, Job *job);
 } PipelineHooks;
 
 typedef struct PipelineStats {
@@ -97,6 +103,13 @@ int pipeline_try_submit(Pipeline *p, Job *job);
  * that stage's queue is full; -EPIPE once the stage is closed. On error the
  * caller keeps the job, unchanged. Not counted in `accepted`. */
 int pipeline_try_requeue(Pipeline *p, Job *job, unsigned stage);
+
+/* Puts a job recovered from the journal on stage `stage`'s queue, keeping
+ * its attempt count (state becomes JOB_QUEUED); blocks while that queue is
+ * full. For a daemon starting up, before it serves clients. Returns 0 (job
+ * stolen), -ENOENT for a stage out of range, -EPIPE if the stage is closed,
+ * -EINVAL before pipeline_start. Not counted in `accepted`. */
+int pipeline_resume(Pipeline *p, Job *job, unsigned stage);
 
 /* As pipeline_try_submit, but the first stage's worker that waits for the
  * job is woken only by pipeline_wake_deferred (see queue_try_put_arm_deferred),

@@ -422,9 +422,14 @@ size_t queue_remove_if(Queue *q, bool (*match)(void *item, void *userdata), void
 		}
 	}
 	bool wake = taken > 0 && q->waiting_putters > 0;
+	/* A getter sleeping until a delayed item is due must recompute: that
+	 * item may be gone (and a closed queue now empty: it must exit). */
+	bool wake_getters = n != q->n_delayed && q->waiting_getters > 0;
 	pthread_mutex_unlock(&q->lock);
 	if (wake)
 		pthread_cond_broadcast(&q->not_full);
+	if (wake_getters)
+		pthread_cond_broadcast(&q->not_empty);
 	return taken;
 }
 

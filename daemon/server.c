@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <dirent.h>
 #include <poll.h>
 #include <jansson.h>
 #include <signal.h>
@@ -13,7 +14,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "jobtable.h"
+#include "journal.h"
 #include "log.h"
 #include "mailbox.h"
 #include "pipeline.h"
@@ -97,6 +100,7 @@ typedef enum Hold {
 	HOLD_DRAIN,
 	HOLD_CLOSE,
 	HOLD_WATCH, /* a stream: holds until the peer hangs up */
+	HOLD_COMMIT, /* a reply waiting for the journal to commit what it reports */
 } Hold;
 
 /* A pipeline as the loop sees it. A pipeline replaced or removed by a
@@ -146,6 +150,10 @@ typedef struct Conn {
 	bool batch;
 	/* HOLD_WAIT */
 	uint64_t wait_id;
+	/* HOLD_COMMIT: the reply (owned), sent once commit_seq has committed */
+	const char *commit_error; /* a PROTO_ERR_* constant, or NULL for a reply */
+	json_t *commit_params;
+	uint64_t commit_seq;
 	/* HOLD_WATCH: only this pipeline's events ("" = every pipeline) */
 	char watch[STAGE_NAME_MAX + 1];
 } Conn;
@@ -170,6 +178,16 @@ struct Server {
 	uint64_t conn_numbers;
 	JobTable jobs;
 	uint64_t next_id;
+	/* Durability=full: the journal (else NULL), and the replies waiting for
+	 * its commits. A journal that failed stops the daemon (journal_down). */
+	Journal *journal;
+	uv_async_t commit_async; /* the writer committed (or failed) → loop */
+	bool commit_async_open, journal_down;
+	Link commit_waiters;
+	/* Set while the loop ends jobs that must stay unfinished in the journal
+	 * (a shutdown stopping retries: they resume after a restart). */
+	bool keep_journal_rows;
+	uv_timer_t expire_timer; /* retention by age: when the oldest finished job expires */
 	bool shutting_down, shutdown_now, stopped, abandoned;
 	int exit_status;
 	char readbuf[64 * 1024];
@@ -179,6 +197,7 @@ static void conn_process(Conn *c);
 static void conn_close(Conn *c);
 static void conn_update_reading(Conn *c);
 static void check_shutdown_done(Server *s);
+static void server_stop(Server *s);
 static void line_maybe_free(Line *line);
 
 /* ---- log ------------------------------------------------------------------ */
@@ -448,6 +467,8 @@ static json_t *job_to_json(Job *job, bool with_payload)
 		return NULL;
 	json_object_set_new(o, "attempt", json_integer(job->attempt));
 	json_object_set_new(o, "runs", json_integer(job->runs));
+	if (job->key)
+		json_object_set_new(o, "key", json_string(job->key));
 	uint64_t started = job->started_usec;
 	if (started)
 		json_object_set_new(o, "started_usec", json_integer((json_int_t)started));
@@ -544,6 +565,10 @@ static void hold_release(Conn *c)
 	json_decref(c->ids);
 	c->ids = NULL;
 	c->line = NULL;
+	json_decref(c->commit_params);
+	c->commit_params = NULL;
+	c->commit_error = NULL;
+	c->commit_seq = 0;
 	proto_call_done(&c->call);
 	c->hold = HOLD_NONE;
 }
@@ -580,6 +605,173 @@ static void hold_take_call(Conn *c, Hold hold, ProtoCall *call, Link *list)
 		prompt_update(c->server);
 }
 
+/* ---- the journal ------------------------------------------------------------ */
+
+/* True on the loop's thread. Hooks that run there too (a job cancelled
+ * while queued ends on the thread that discards it) must not block. */
+static _Thread_local bool on_loop_thread;
+
+/* job as a journal row, named with line's configuration. */
+static void job_row(Job *job, const Line *line, JournalJob *row)
+{
+	unsigned st = atomic_load_explicit(&job->stage, memory_order_relaxed);
+	if (st >= line->cfg.n_stages)
+		st = 0;
+	*row = (JournalJob){
+		.id = job->id,
+		.pipeline = line->cfg.name,
+		.stage = line->cfg.stages[st].name,
+		.stage_index = st,
+		.state = atomic_load_explicit(&job->state, memory_order_relaxed),
+		.attempt = job->attempt,
+		.runs = job->runs,
+		.payload = job->payload,
+		.payload_len = job->payload_len,
+		.key = job->key,
+		.error = job->error,
+		.ran_program = job->ran_program,
+		.timed_out = job->timed_out,
+		.exit_status = job->exit_status,
+		.term_signal = job->term_signal,
+		.stderr_tail = job->stderr_tail,
+		.stderr_len = job->stderr_len,
+		.workdir = job->workdir,
+		.submitted_usec = job->submitted_usec,
+		.started_usec = job->started_usec,
+		.finished_usec = job->finished_usec,
+		.retry_at_usec = job->retry_at_usec,
+	};
+}
+
+/* Journals job as it is now. On a worker this may wait for the writer
+ * (backpressure on the stages); the loop never waits. Returns the change's
+ * sequence number, or 0 without a journal or once it failed (the daemon
+ * is then stopping: see journal_down). */
+static uint64_t journal_job(Server *s, const Line *line, Job *job, bool is_new)
+{
+	if (!s->journal)
+		return 0;
+	JournalJob row;
+	job_row(job, line, &row);
+	return journal_put(s->journal, &row, is_new, !on_loop_thread);
+}
+
+/* Answers c's held call (error, or a reply if NULL; params stolen) now if
+ * the journal has committed seq, else once it has: a client is told of a
+ * job only when the job is on disk. */
+static void reply_when_committed(Conn *c, const char *error, json_t *params, uint64_t seq)
+{
+	Server *s = c->server;
+	if (c->closing) {
+		json_decref(params);
+		return;
+	}
+	if (!s->journal || seq <= journal_committed(s->journal)) {
+		if (error)
+			reply_error(c, &c->call, error, params);
+		else
+			reply(c, &c->call, params, false);
+		hold_done(c);
+		return;
+	}
+	c->hold = HOLD_COMMIT;
+	c->commit_error = error;
+	c->commit_params = params;
+	c->commit_seq = seq;
+	list_push_back(&s->commit_waiters, &c->wait_link);
+	conn_update_reading(c);
+}
+
+/* The journal failed: nothing more can be acknowledged. Every waiting reply
+ * becomes JournalFailed, and the daemon exits with status 1 at once, without
+ * waiting for running jobs (what they do next could not be recorded). What
+ * the journal committed before resumes at the next start. */
+static void journal_down(Server *s, const char *why)
+{
+	if (s->journal_down)
+		return;
+	s->journal_down = true;
+	log_error("%s", why);
+	log_error("the journal can no longer be trusted: refusing new jobs and exiting; "
+	          "jobs it recorded resume at the next start");
+	while (!list_empty(&s->commit_waiters)) {
+		Conn *c = container_of(s->commit_waiters.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		reply_error(c, &c->call, PROTO_ERR_JOURNAL_FAILED, json_pack("{s:s}", "reason", why));
+		hold_release(c);
+	}
+	s->exit_status = 1;
+	s->abandoned = true;
+	server_stop(s);
+	uv_stop(s->loop);
+}
+
+/* The writer committed (or failed): send the replies that waited for it. */
+static void on_commit_async(uv_async_t *h)
+{
+	Server *s = h->data;
+	char why[512];
+	if (s->stopped)
+		return;
+	if (journal_failed(s->journal, why, sizeof(why))) {
+		journal_down(s, why);
+		return;
+	}
+	uint64_t done = journal_committed(s->journal);
+	Link ready;
+	list_init(&ready);
+	for (Link *l = s->commit_waiters.next, *next; l != &s->commit_waiters; l = next) {
+		next = l->next;
+		if (container_of(l, Conn, wait_link)->commit_seq <= done) {
+			list_remove(l);
+			list_push_back(&ready, l);
+		}
+	}
+	while (!list_empty(&ready)) {
+		Conn *c = container_of(ready.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		crashpoint("journal-before-reply");
+		json_t *params = c->commit_params;
+		c->commit_params = NULL;
+		if (c->commit_error)
+			reply_error(c, &c->call, c->commit_error, params);
+		else
+			reply(c, &c->call, params, false);
+		hold_done(c);
+	}
+	check_shutdown_done(s);
+}
+
+/* Journal.on_commit, on the writer thread. (After server_stop the handle is
+ * closed but the loop lives until the journal is closed: a late send is
+ * harmless.) */
+static void journal_committed_cb(void *ud)
+{
+	Server *s = ud;
+	uv_async_send(&s->commit_async);
+}
+
+/* ---- retention by age -------------------------------------------------------- */
+
+static void expire_arm(Server *s);
+
+static void on_expire(uv_timer_t *t)
+{
+	expire_arm(t->data);
+}
+
+/* Drops what has expired and sets the timer for the next one. Armed only
+ * while it is not already: an idle daemon wakes up once per expiry. */
+static void expire_arm(Server *s)
+{
+	if (s->stopped || uv_is_active((uv_handle_t *)&s->expire_timer))
+		return;
+	uint64_t now = real_usec();
+	uint64_t at = jobtable_expire(&s->jobs, now);
+	if (at > 0)
+		uv_timer_start(&s->expire_timer, on_expire, at > now ? (at - now + 999) / 1000 : 0, 0);
+}
+
 /* ---- submit ----------------------------------------------------------------- */
 
 /* A guess at when the first queue will have room again, from the rate the
@@ -612,8 +804,17 @@ static void submit_refuse(Conn *c, const char *error)
 		json_object_set_new(params, "pipeline", json_string(c->line->cfg.name));
 	if (json_array_size(c->ids) > 0)
 		json_object_set(params, "accepted", c->ids);
-	reply_error(c, &c->call, error, params);
-	hold_done(c);
+	/* The accepted ones are reported only once they are on disk. */
+	reply_when_committed(c, error, params, c->commit_seq);
+}
+
+/* Answers a Submit whose key names a job the daemon already has: its id,
+ * once that job's submit is on disk. */
+static void submit_existing(Conn *c, Job *old)
+{
+	reply_when_committed(c, NULL,
+	                     json_pack("{s:I,s:b}", "id", (json_int_t)old->id, "existing", true),
+	                     old->journal_seq);
 }
 
 static void submit_continue(Conn *c, bool front)
@@ -623,11 +824,31 @@ static void submit_continue(Conn *c, bool front)
 
 	while (c->next < c->count) {
 		Job *job = c->jobs[c->next];
+		Job *old = job->key ? jobtable_get_key(&s->jobs, job->key) : NULL;
+		if (old) {
+			/* Another call with the same key got in while this one
+			 * was held. */
+			submit_existing(c, old);
+			return;
+		}
 		job->id = s->next_id;
 		job->tracker = line;
+		/* Journaled before the pipeline may touch it, so that its row
+		 * comes before any change a worker records; taken back if it
+		 * does not go in after all. */
+		uint64_t seq = 0;
+		if (s->journal) {
+			seq = journal_job(s, line, job, true);
+			if (seq == 0) {
+				submit_refuse(c, PROTO_ERR_JOURNAL_FAILED);
+				return;
+			}
+		}
 		jobtable_add(&s->jobs, job);
 		int r = pipeline_try_submit_deferred(line->pipeline, job);
 		line->wake_owed = true;
+		if (r < 0 && seq)
+			(void)journal_delete(s->journal, job->id, false);
 		if (r == -EAGAIN) {
 			jobtable_remove(&s->jobs, job);
 			if (front)
@@ -657,14 +878,17 @@ static void submit_continue(Conn *c, bool front)
 		s->next_id++;
 		line->in_flight++;
 		line->refs++;
+		job->journal_seq = seq;
+		if (seq)
+			c->commit_seq = seq;
 		json_array_append_new(c->ids, json_integer((json_int_t)job->id));
 		watchers_event(s, "accepted", line, NULL, job);
 	}
 	if (c->batch)
-		reply(c, &c->call, json_pack("{s:O}", "ids", c->ids), false);
+		reply_when_committed(c, NULL, json_pack("{s:O}", "ids", c->ids), c->commit_seq);
 	else
-		reply(c, &c->call, json_pack("{s:O}", "id", json_array_get(c->ids, 0)), false);
-	hold_done(c);
+		reply_when_committed(c, NULL, json_pack("{s:O}", "id", json_array_get(c->ids, 0)),
+		                     c->commit_seq);
 }
 
 /* A job whose payload is the client's own text, when it was sent compact
@@ -701,7 +925,7 @@ static int payload_to_job(json_t *payload, Job **ret)
 
 static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 {
-	static const char *const known1[] = { "pipeline", "payload", "nowait", NULL };
+	static const char *const known1[] = { "pipeline", "payload", "nowait", "key", NULL };
 	static const char *const known2[] = { "pipeline", "payloads", "nowait", NULL };
 	Server *s = c->server;
 	if (refuse_unknown(c, call, batch ? known2 : known1))
@@ -725,12 +949,52 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 		reply_invalid_parameter(c, call, "nowait");
 		return;
 	}
+	const char *key = NULL;
+	if (!batch) {
+		if (proto_param_string(call->parameters, "key", false, &key) < 0) {
+			reply_invalid_parameter(c, call, "key");
+			return;
+		}
+		json_t *k = json_object_get(call->parameters, "key");
+		if (key && (json_string_length(k) == 0 || strlen(key) != json_string_length(k))) {
+			reply_invalid_parameter(c, call, "key"); /* empty, or a NUL inside */
+			return;
+		}
+		if (key && strlen(key) > PROTO_KEY_MAX) {
+			reply_limit(c, call, "key", PROTO_KEY_MAX);
+			return;
+		}
+	}
 	Line *line = line_param(c, call, true);
 	if (!line)
 		return;
 	if (s->shutting_down) {
 		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
 		return;
+	}
+	if (key) {
+		Job *old = jobtable_get_key(&s->jobs, key);
+		if (old) {
+			hold_take_call(c, HOLD_SUBMIT, call, NULL);
+			submit_existing(c, old);
+			return;
+		}
+	}
+	if (s->journal) {
+		char why[512];
+		if (s->journal_down || journal_failed(s->journal, why, sizeof(why))) {
+			reply_error(c, call, PROTO_ERR_JOURNAL_FAILED,
+			            json_pack("{s:s}", "reason", "the journal failed; see the log"));
+			return;
+		}
+		if (journal_space_low(s->journal)) {
+			JournalStats js;
+			journal_stats(s->journal, &js);
+			reply_error(c, call, PROTO_ERR_NO_SPACE,
+			            json_pack("{s:I,s:I}", "free_bytes", (json_int_t)js.free_bytes,
+			                      "min_free_bytes", (json_int_t)js.min_free_bytes));
+			return;
+		}
 	}
 	if (line->closing) {
 		reply_error(c, call, PROTO_ERR_PIPELINE_CLOSED,
@@ -777,6 +1041,13 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 		}
 	}
 	free(slices);
+	if (key && !(jobs[0]->key = strdup(key))) {
+		job_free(jobs[0]);
+		free(jobs);
+		reply_error(c, call, PROTO_ERR_INTERNAL,
+		            json_pack("{s:s}", "reason", "out of memory"));
+		return;
+	}
 
 	/* nowait: all or none. Only this thread puts into the first queue, so
 	 * the room seen now can only grow before the puts below. */
@@ -801,6 +1072,7 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	c->count = n;
 	c->batch = batch;
 	c->ids = json_array();
+	c->commit_seq = 0;
 	if (!list_empty(&line->room_waiters)) {
 		/* Others were held first: wait behind them. */
 		hold_take_call(c, HOLD_SUBMIT, call, &line->room_waiters);
@@ -948,17 +1220,38 @@ static void method_requeue_job(Conn *c, ProtoCall *call)
 	if (stage_lookup(c, call, line, stage_name, &index) < 0)
 		return;
 
+	if (s->journal_down) {
+		reply_error(c, call, PROTO_ERR_JOURNAL_FAILED,
+		            json_pack("{s:s}", "reason", "the journal failed; see the log"));
+		return;
+	}
 	jobtable_unfinish(&s->jobs, job);
 	char *old_error = job->error;
 	uint64_t old_finished = job->finished_usec;
 	job->error = NULL;
 	job->finished_usec = 0;
-	int r = pipeline_try_requeue(line->pipeline, job, index);
+	/* Journaled before a worker can take it (see submit_continue). */
+	uint64_t seq = 0;
+	if (s->journal) {
+		JournalJob row;
+		job_row(job, line, &row);
+		row.state = JOB_QUEUED;
+		row.stage = line->cfg.stages[index].name;
+		row.stage_index = index;
+		row.attempt = 1;
+		seq = journal_put(s->journal, &row, false, false);
+	}
+	int r = s->journal && seq == 0 ? -EIO : pipeline_try_requeue(line->pipeline, job, index);
 	if (r < 0) {
 		job->error = old_error;
 		job->finished_usec = old_finished;
+		if (seq)
+			(void)journal_job(s, old, job, false); /* failed, as it was */
 		jobtable_finish(&s->jobs, job); /* now the newest finished job */
-		if (r == -EAGAIN)
+		if (r == -EIO)
+			reply_error(c, call, PROTO_ERR_JOURNAL_FAILED,
+			            json_pack("{s:s}", "reason", "the journal failed; see the log"));
+		else if (r == -EAGAIN)
 			reply_error(c, call, PROTO_ERR_BUSY,
 			            json_pack("{s:s,s:I}", "pipeline", line->cfg.name,
 			                      "retry_after_ms", (json_int_t)retry_after_ms(line, 1)));
@@ -976,7 +1269,9 @@ static void method_requeue_job(Conn *c, ProtoCall *call)
 		line_maybe_free(old);
 	}
 	watchers_event(s, "requeued", line, line->cfg.stages[index].name, job);
-	reply(c, call, json_pack("{s:o}", "job", job_to_json(job, false)), false);
+	json_t *params = json_pack("{s:o}", "job", job_to_json(job, false));
+	hold_take_call(c, HOLD_SUBMIT, call, NULL);
+	reply_when_committed(c, NULL, params, seq);
 }
 
 /* ---- scratch directories -------------------------------------------------- */
@@ -1125,6 +1420,7 @@ static void on_job_ended(Mailbox *m, MailNode *node, void *userdata)
 	}
 	watchers_event(s, "ended", line, NULL, job);
 	jobtable_finish(&s->jobs, job); /* may free job */
+	expire_arm(s);
 	if (line->in_flight == 0 && !list_empty(&line->drain_waiters)) {
 		watchers_event(s, "drained", line, NULL, NULL);
 		reply_drained(line);
@@ -1135,7 +1431,10 @@ static void on_job_ended(Mailbox *m, MailNode *node, void *userdata)
 static void on_job_dropped(void *userdata, Job *job)
 {
 	Line *line = job->tracker;
-	remove_workdir_later(line->server, job); /* a failed job's, kept until now */
+	Server *s = line->server;
+	remove_workdir_later(s, job); /* a failed job's, kept until now */
+	if (s->journal && !job->journal_keep && !s->journal_down)
+		(void)journal_delete(s->journal, job->id, false);
 	line->refs--;
 	line_maybe_free(line);
 }
@@ -1316,6 +1615,21 @@ static json_t *line_stats(Line *line)
 	                 stages);
 }
 
+static json_t *journal_stats_json(Server *s)
+{
+	if (!s->journal)
+		return json_pack("{s:s}", "durability", "none");
+	JournalStats js;
+	journal_stats(s->journal, &js);
+	return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I,s:b,s:b}", "durability", "full",
+	                 "db_bytes", (json_int_t)js.db_bytes, "wal_bytes", (json_int_t)js.wal_bytes,
+	                 "commits", (json_int_t)js.commits, "changes", (json_int_t)js.changes,
+	                 "jobs", (json_int_t)js.puts_new, "commits_per_sec", js.commits_per_sec,
+	                 "changes_per_commit", js.changes_per_commit, "free_bytes",
+	                 (json_int_t)js.free_bytes, "min_free_bytes", (json_int_t)js.min_free_bytes,
+	                 "space_low", js.space_low, "failed", js.failed);
+}
+
 static void method_stats(Conn *c, ProtoCall *call)
 {
 	static const char *const known[] = { "pipeline", NULL };
@@ -1336,7 +1650,8 @@ static void method_stats(Conn *c, ProtoCall *call)
 				json_array_append_new(a, line_stats(line));
 		}
 	}
-	reply(c, call, json_pack("{s:o}", "pipelines", a), false);
+	reply(c, call, json_pack("{s:o,s:o}", "pipelines", a, "journal", journal_stats_json(c->server)),
+	      false);
 }
 
 static void method_watch(Conn *c, ProtoCall *call)
@@ -1426,7 +1741,28 @@ static void hook_on_end(void *userdata, Job *job)
 		free(job->workdir);
 		job->workdir = NULL;
 	}
-	mailbox_post(&line->server->mailbox, &job->node);
+	Server *s = line->server;
+	if (s->journal) {
+		JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
+		if (on_loop_thread && s->keep_journal_rows) {
+			/* A shutdown stopped its retries: in memory it ends, on
+			 * disk it stays unfinished and resumes at the next start. */
+			job->journal_keep = true;
+		} else {
+			if (st != JOB_CANCELLED)
+				crashpoint("stage-done-before-journal");
+			journal_job(s, line, job, false);
+		}
+	}
+	mailbox_post(&s->mailbox, &job->node);
+}
+
+/* The job moved to its next stage, or back to its own for a retry. */
+static void hook_on_progress(void *userdata, Job *job)
+{
+	Line *line = userdata;
+	crashpoint("stage-done-before-journal");
+	journal_job(line->server, line, job, false);
 }
 
 static void hook_on_room(void *userdata)
@@ -1505,6 +1841,7 @@ static int line_new(Server *s, const PipelineConfig *cfg, Line **ret, char *err,
 		.on_end = hook_on_end,
 		.on_room = hook_on_room,
 		.on_closed = hook_on_closed,
+		.on_progress = hook_on_progress,
 	};
 	Line *line = calloc(1, sizeof(*line));
 	if (!line)
@@ -1652,6 +1989,8 @@ static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, 
 	if (strcmp(next->socket_path, s->config->socket_path) != 0 ||
 	    strcmp(next->state_dir, s->config->state_dir) != 0)
 		log_warning("reload: Socket= and StateDirectory= changes take effect at restart");
+	if (next->durability != s->config->durability)
+		log_warning("reload: a Durability= change takes effect at restart");
 	json_t *added = json_array(), *removed = json_array(), *replaced = json_array(),
 	       *rescaled = json_array();
 	r = apply_config(s, next, added, removed, replaced, rescaled, err, errlen);
@@ -1673,6 +2012,11 @@ static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, 
 	config_free(s->config);
 	s->config = next;
 	jobtable_set_retention(&s->jobs, next->retain_jobs, next->retain_bytes);
+	jobtable_set_retain_age(&s->jobs, next->retain_age_usec);
+	uv_timer_stop(&s->expire_timer);
+	expire_arm(s);
+	if (s->journal)
+		journal_set_min_free(s->journal, next->journal_min_free);
 	*ret = json_pack("{s:o,s:o,s:o,s:o}", "added", added, "removed", removed, "replaced",
 	                 replaced, "rescaled", rescaled);
 	return 0;
@@ -2123,6 +2467,9 @@ static void server_stop(Server *s)
 	close_handle((uv_handle_t *)&s->sig_hup);
 	close_handle((uv_handle_t *)&s->deadline);
 	close_handle((uv_handle_t *)&s->take_ended);
+	close_handle((uv_handle_t *)&s->expire_timer);
+	if (s->commit_async_open)
+		close_handle((uv_handle_t *)&s->commit_async);
 	if (s->abandoned) {
 		/* Workers still run: main exits without waiting for anything. */
 		while (!list_empty(&s->conns))
@@ -2162,6 +2509,8 @@ static void check_shutdown_done(Server *s)
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
 		if (!container_of(l, Line, link)->closed)
 			return;
+	if (!list_empty(&s->commit_waiters))
+		return; /* replies that wait for the journal (on_commit_async) */
 	log_info("every pipeline has closed; exiting");
 	server_stop(s);
 }
@@ -2210,8 +2559,13 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 		Line *line = container_of(l, Line, link);
 		line_close(line);
 		/* A retry may be due in an hour: the shutdown does not wait for it.
-		 * (Jobs live in memory until the journal: they end failed.) */
-		pipeline_stop_retries(line->pipeline, "the daemon shut down");
+		 * Without a journal such jobs end failed; with one they end here
+		 * only in memory, and resume at the next start. */
+		s->keep_journal_rows = s->journal != NULL;
+		pipeline_stop_retries(line->pipeline,
+		                      s->journal ? "the daemon shut down; it resumes at the next start"
+		                                 : "the daemon shut down");
+		s->keep_journal_rows = false;
 	}
 	uv_timer_start(&s->deadline, on_deadline, timeout_ms, 0);
 	check_shutdown_done(s);
@@ -2249,6 +2603,8 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	list_init(&s->conns);
 	list_init(&s->job_waiters);
 	list_init(&s->watchers);
+	list_init(&s->commit_waiters);
+	on_loop_thread = true;
 	s->config_path = strdup(config_path);
 	int r = s->config_path ? 0 : -ENOMEM;
 	if (r >= 0)
@@ -2268,6 +2624,9 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	s->deadline.data = s;
 	uv_timer_init(loop, &s->linger);
 	s->linger.data = s;
+	uv_timer_init(loop, &s->expire_timer);
+	s->expire_timer.data = s;
+	jobtable_set_retain_age(&s->jobs, config->retain_age_usec);
 	/* Before each poll: take the jobs that ended unannounced, so the
 	 * mailbox never holds more than one loop iteration's worth. A prepare
 	 * handle adds no wake-up: it runs only when the loop wakes anyway. */
@@ -2299,6 +2658,288 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	return 0;
 }
 
+/* ---- recovery ----------------------------------------------------------------- */
+
+/* The rows journal_load hands over, as jobs, with the names they refer to. */
+typedef struct Recovered {
+	Job *job;
+	char *pipeline, *stage;
+} Recovered;
+
+typedef struct Recovery {
+	Recovered *rows;
+	size_t n, cap;
+} Recovery;
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+	if (!s)
+		return NULL;
+	char *d = strdup(s);
+	if (!d)
+		*oom = true;
+	return d;
+}
+
+static int recover_row(void *ud, const JournalJob *row)
+{
+	Recovery *rc = ud;
+	if (rc->n == rc->cap) {
+		size_t cap = rc->cap ? rc->cap * 2 : 256;
+		Recovered *r = realloc(rc->rows, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		rc->rows = r;
+		rc->cap = cap;
+	}
+	Job *job;
+	int r = job_new(row->id, row->payload, row->payload_len, &job);
+	if (r < 0)
+		return r;
+	bool oom = false;
+	job->state = row->state == JOB_RUNNING ? JOB_QUEUED : row->state;
+	job->stage = row->stage_index;
+	job->attempt = row->attempt ? row->attempt : 1;
+	job->runs = row->runs;
+	job->retry_at_usec = row->retry_at_usec;
+	job->ran_program = row->ran_program;
+	job->timed_out = row->timed_out;
+	job->exit_status = row->exit_status;
+	job->term_signal = row->term_signal;
+	job->submitted_usec = row->submitted_usec;
+	job->started_usec = row->started_usec;
+	job->finished_usec = row->finished_usec;
+	job->key = dup_or_null(row->key, &oom);
+	job->error = dup_or_null(row->error ? row->error
+	                         : row->state == JOB_CANCELLED ? "cancelled"
+	                                                       : NULL,
+	                         &oom);
+	job->workdir = dup_or_null(row->workdir, &oom);
+	if (row->stderr_tail) {
+		job->stderr_tail = malloc(row->stderr_len + 1);
+		if (job->stderr_tail) {
+			memcpy(job->stderr_tail, row->stderr_tail, row->stderr_len);
+			job->stderr_tail[row->stderr_len] = '\0';
+			job->stderr_len = row->stderr_len;
+		} else {
+			oom = true;
+		}
+	}
+	Recovered *rec = &rc->rows[rc->n];
+	rec->job = job;
+	rec->pipeline = dup_or_null(row->pipeline, &oom);
+	rec->stage = dup_or_null(row->stage, &oom);
+	if (oom) {
+		job_free(job);
+		free(rec->pipeline);
+		free(rec->stage);
+		return -ENOMEM;
+	}
+	rc->n++;
+	return 0;
+}
+
+static bool job_finished(const Job *job)
+{
+	JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
+	return st == JOB_DONE || st == JOB_FAILED || st == JOB_CANCELLED;
+}
+
+static int by_finish_time(const void *a, const void *b)
+{
+	const Job *x = *(Job *const *)a, *y = *(Job *const *)b;
+	if (x->finished_usec != y->finished_usec)
+		return x->finished_usec < y->finished_usec ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int stage_index_of(const Line *line, const char *name)
+{
+	for (unsigned i = 0; i < line->cfg.n_stages; i++)
+		if (strcmp(line->cfg.stages[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Removes the scratch directories of jobs the journal does not know (a
+ * crash between a job's end and the removal of its directory) or that
+ * are done. Blocks: before the loop serves anyone. */
+static void sweep_scratch(Server *s)
+{
+	char root[ACTION_WORKDIR_MAX];
+	if (snprintf(root, sizeof(root), "%s/jobs", s->config->state_dir) >= (int)sizeof(root))
+		return;
+	DIR *d = opendir(root);
+	if (!d)
+		return;
+	struct dirent *e;
+	size_t removed = 0;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char *end;
+		unsigned long long id = strtoull(e->d_name, &end, 10);
+		Job *job = *end == '\0' ? jobtable_get(&s->jobs, id) : NULL;
+		if (job && atomic_load_explicit(&job->state, memory_order_relaxed) != JOB_DONE)
+			continue;
+		char path[ACTION_WORKDIR_MAX];
+		if (snprintf(path, sizeof(path), "%s/%s", root, e->d_name) >= (int)sizeof(path))
+			continue;
+		int r = action_remove_workdir(path);
+		if (r < 0)
+			log_warning("cannot remove scratch directory %s: %s", path, strerror(-r));
+		else
+			removed++;
+	}
+	closedir(d);
+	if (removed > 0)
+		log_info("removed %zu scratch directories of jobs that are over", removed);
+}
+
+int server_recover(Server *s, Journal *journal, char *err, size_t errlen)
+{
+	Recovery rc = { 0 };
+	uint64_t next_id = 1;
+	size_t resumed = 0, kept = 0, forgotten = 0, orphaned = 0;
+	Job **finished = NULL;
+	size_t n_finished = 0;
+
+	s->journal = journal;
+	int r = journal_load(journal, recover_row, &rc, &next_id, err, errlen);
+	if (r == -ENOMEM)
+		snprintf(err, errlen, "out of memory reading the journal");
+	/* Unfinished jobs of a pipeline that is gone: refuse, rather than
+	 * drop jobs that were promised to run. */
+	for (size_t i = 0; r >= 0 && i < rc.n; i++) {
+		if (!job_finished(rc.rows[i].job) && !find_line(s, rc.rows[i].pipeline)) {
+			size_t count = 0;
+			for (size_t k = i; k < rc.n; k++)
+				count += !job_finished(rc.rows[k].job) &&
+				         strcmp(rc.rows[k].pipeline, rc.rows[i].pipeline) == 0;
+			snprintf(err, errlen,
+			         "the journal has %zu unfinished job%s (the first: %" PRIu64
+			         ") of pipeline '%s', which the configuration no longer defines; "
+			         "put the pipeline back so that they can run",
+			         count, count == 1 ? "" : "s", rc.rows[i].job->id, rc.rows[i].pipeline);
+			r = -ENOENT;
+		}
+	}
+	if (r >= 0) {
+		r = uv_async_init(s->loop, &s->commit_async, on_commit_async);
+		if (r >= 0) {
+			s->commit_async.data = s;
+			s->commit_async_open = true;
+			r = journal_start(journal, journal_committed_cb, s);
+		}
+		if (r < 0)
+			snprintf(err, errlen, "cannot start the journal: %s", strerror(-r));
+	}
+	if (r >= 0 && !(finished = calloc(rc.n ? rc.n : 1, sizeof(*finished)))) {
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+	}
+	if (r < 0) {
+		for (size_t i = 0; i < rc.n; i++) {
+			job_free(rc.rows[i].job);
+			free(rc.rows[i].pipeline);
+			free(rc.rows[i].stage);
+		}
+		free(rc.rows);
+		return r;
+	}
+	s->next_id = next_id;
+
+	/* Every job into the table first, in id order (as it requires). */
+	for (size_t i = 0; i < rc.n; i++) {
+		Recovered *rec = &rc.rows[i];
+		Job *job = rec->job;
+		Line *line = find_line(s, rec->pipeline);
+		if (!line) { /* finished, of a pipeline that is gone */
+			(void)journal_delete(journal, job->id, false);
+			job_free(job);
+			rec->job = NULL;
+			forgotten++;
+			continue;
+		}
+		job->tracker = line;
+		line->refs++;
+		jobtable_add(&s->jobs, job);
+		int index = stage_index_of(line, rec->stage);
+		if (!job_finished(job) && index < 0) {
+			char msg[256];
+			snprintf(msg, sizeof(msg),
+			         "its stage '%s' is no longer in pipeline '%s' (found at start)",
+			         rec->stage, line->cfg.name);
+			job_set_failed(job, msg);
+			job->finished_usec = real_usec();
+			(void)journal_job(s, line, job, false);
+			orphaned++;
+		}
+		if (index >= 0)
+			job->stage = (unsigned)index;
+		if (job_finished(job)) {
+			job->ended = true;
+			finished[n_finished++] = job;
+			rec->job = NULL;
+		}
+	}
+	/* Finished jobs into retention in the order they finished. */
+	qsort(finished, n_finished, sizeof(*finished), by_finish_time);
+	for (size_t i = 0; i < n_finished; i++) {
+		kept++;
+		jobtable_finish(&s->jobs, finished[i]); /* may drop (and delete) it */
+	}
+	free(finished);
+	/* Then the unfinished ones back on their stages' queues. */
+	for (size_t i = 0; i < rc.n; i++) {
+		Recovered *rec = &rc.rows[i];
+		Job *job = rec->job;
+		if (job) {
+			Line *line = job->tracker;
+			/* A crash can come after a job's last stage removed its
+			 * scratch directory and before its end was journaled: the
+			 * stage runs again, and makes a new one. */
+			struct stat st;
+			if (job->workdir && stat(job->workdir, &st) < 0) {
+				free(job->workdir);
+				job->workdir = NULL;
+			}
+			line->in_flight++;
+			int pr = pipeline_resume(line->pipeline, job, job->stage);
+			if (pr < 0) {
+				/* Cannot happen at start (the pipeline is open); keep the
+				 * job rather than lose it: it ends failed, on record. */
+				char msg[128];
+				snprintf(msg, sizeof(msg), "cannot resume at start: %s", strerror(-pr));
+				log_error("job %" PRIu64 ": %s", job->id, msg);
+				line->in_flight--;
+				job_set_failed(job, msg);
+				job->finished_usec = real_usec();
+				(void)journal_job(s, line, job, false);
+				jobtable_finish(&s->jobs, job);
+			} else {
+				resumed++;
+			}
+		}
+		free(rec->pipeline);
+		free(rec->stage);
+	}
+	free(rc.rows);
+	if (resumed + kept + forgotten > 0)
+		log_info("journal: %zu unfinished job%s resumed at the stage each had reached, "
+		         "%zu finished kept for queries, next id %" PRIu64,
+		         resumed, resumed == 1 ? "" : "s", kept, s->next_id);
+	if (forgotten > 0)
+		log_warning("journal: forgot %zu finished jobs of pipelines no longer configured",
+		            forgotten);
+	if (orphaned > 0)
+		log_warning("journal: %zu unfinished jobs failed: their stage is no longer configured",
+		            orphaned);
+	sweep_scratch(s);
+	expire_arm(s);
+	return 0;
+}
+
 int server_exit_status(Server *s)
 {
 	return s->exit_status;
@@ -2309,12 +2950,15 @@ bool server_abandoned(Server *s)
 	return s->abandoned;
 }
 
-void server_free(Server *s)
+int server_free(Server *s)
 {
 	if (!s)
-		return;
+		return 0;
+	/* Every worker has been joined: nothing appends any more. */
+	int r = journal_close(s->journal);
 	jobtable_done(&s->jobs);
 	config_free(s->config);
 	free(s->config_path);
 	free(s);
+	return r;
 }

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -57,5 +58,17 @@ int server_exit_status(Server *s);
  * caller must then exit without freeing. */
 bool server_abandoned(Server *s);
 
-/* Frees the server once uv_run has returned. Accepts NULL. */
-void server_free(Server *s);
+/* Takes the journal (stolen, also on failure; closed by server_free) and
+ * recovers from it, before the server listens: every unfinished job goes
+ * back on the queue of the stage it had reached (blocking while that queue
+ * is full), its attempt count kept; finished jobs are kept for queries
+ * under the retention limits; scratch directories of jobs it does not know
+ * are removed. Then starts the journal's writer. Returns 0, or -errno with
+ * a reason in err (the journal makes no sense, or it has unfinished jobs of
+ * a pipeline the configuration no longer defines). */
+struct Journal;
+int server_recover(Server *s, struct Journal *journal, char *err, size_t errlen);
+
+/* Frees the server once uv_run has returned, closing the journal. Accepts
+ * NULL. Returns 0, or -EIO if the journal failed. */
+int server_free(Server *s);

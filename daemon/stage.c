@@ -172,6 +172,8 @@ static bool schedule_retry(Worker *w, Job *job, char *err, size_t errlen)
 	/* RETRYING before it is visible in the queue: from then on the loop
 	 * may cancel it and another worker may take it. */
 	atomic_store_explicit(&job->state, JOB_RETRYING, memory_order_relaxed);
+	if (s->hooks.progress)
+		s->hooks.progress(s->userdata, s, job);
 	int r = queue_put_delayed(s->queue, job, mono_usec() + delay);
 	if (r == 0)
 		return true;

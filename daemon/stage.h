@@ -82,6 +82,10 @@ typedef struct StageHooks {
 	void (*deliver)(void *userdata, Stage *s, Job *job);
 	/* Optional. The last worker exited after the queue was closed. */
 	void (*on_exited)(void *userdata, Stage *s);
+	/* Optional. A run failed and the job is about to go back on this
+	 * stage's queue for its next attempt: state JOB_RETRYING, attempt
+	 * already counted. On the worker thread, which still owns the job. */
+	void (*progress)(void *userdata, Stage *s, Job *job);
 } StageHooks;
 
 typedef struct StageStats {

@@ -27,3 +27,5 @@
 #define PROTO_ERR_LIMIT_EXCEEDED "io.pipelined.LimitExceeded"
 #define PROTO_ERR_CONFIG_INVALID "io.pipelined.ConfigInvalid"
 #define PROTO_ERR_INTERNAL "io.pipelined.InternalError"
+#define PROTO_ERR_JOURNAL_FAILED "io.pipelined.JournalFailed"
+#define PROTO_ERR_NO_SPACE "io.pipelined.NoSpace"

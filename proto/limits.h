@@ -31,5 +31,9 @@
 #define PROTO_LIST_DEFAULT 100u
 #define PROTO_LIST_MAX 1000u
 
+/* Longest idempotency key of a Submit, in bytes. Kept with the job and in
+ * the journal for as long as the job is. */
+#define PROTO_KEY_MAX 256u
+
 /* Longest pipeline or stage name (the engine's STAGE_NAME_MAX). */
 #define PROTO_NAME_MAX 64u

@@ -168,7 +168,8 @@ static const struct {
 	/* Keys. */
 	{ DAEMON_KEY("socket = /run/x.sock"), 2, "socket",
 	  "unknown key in [daemon] (known: Socket, StateDirectory, MaxConnections, "
-	  "MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec)" },
+	  "MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec, RetainAge, Durability, "
+	  "JournalMinFree)" },
 	{ "[pipeline p]\nWorkers = 2\n[stage p/s]\nAction = noop\n", 2, "Workers",
 	  "unknown key ([pipeline] sections take no keys)" },
 	/* Numbers. */
@@ -190,6 +191,11 @@ static const struct {
 	{ DAEMON_KEY("RetainJobs = 10000001"), 2, "RetainJobs", "in 0..10000000" },
 	{ DAEMON_KEY("RetainJobs = -0"), 2, "RetainJobs", "in 0..10000000" },
 	{ DAEMON_KEY("ShutdownTimeoutSec = 0"), 2, "ShutdownTimeoutSec", "in 1..86400" },
+	{ DAEMON_KEY("Durability = fsync"), 2, "Durability", "unknown value (known: full, none)" },
+	{ DAEMON_KEY("Durability = "), 2, "Durability", "unknown value (known: full, none)" },
+	{ DAEMON_KEY("RetainAge = 3651d"), 2, "RetainAge", "not a duration in range" },
+	{ DAEMON_KEY("RetainAge = 2 weeks"), 2, "RetainAge", "not a duration in range" },
+	{ DAEMON_KEY("JournalMinFree = 16385G"), 2, "JournalMinFree", "not a size in 0..16384GiB" },
 	{ DAEMON_KEY("ShutdownTimeoutSec = 86401"), 2, "ShutdownTimeoutSec", "in 1..86400" },
 	/* Sizes. */
 	{ DAEMON_KEY("MaxOutputBuffer = 65535"), 2, "MaxOutputBuffer", output_range },
@@ -470,6 +476,9 @@ START_TEST(test_every_key_and_order)
 	                    "Action = busy:5\n"
 	                    "[daemon] ; a second [daemon] section adds to the first\n"
 	                    "MaxConnections=1\n");
+	ck_assert_uint_eq(c->durability, CONFIG_DURABILITY_FULL); /* the defaults */
+	ck_assert_uint_eq(c->retain_age_usec, 7 * 86400 * UINT64_C(1000000));
+	ck_assert_uint_eq(c->journal_min_free, 64 * 1024 * 1024);
 	ck_assert_str_eq(c->socket_path, "/tmp/p.sock");
 	ck_assert_str_eq(c->state_dir, "/srv/pipelined");
 	ck_assert_uint_eq(c->max_connections, 1);
@@ -821,6 +830,26 @@ START_TEST(test_example_file)
 }
 END_TEST
 
+/* The durability keys at their limits. */
+START_TEST(test_durability_keys)
+{
+	Config *c = load_ok(DAEMON_KEY("Durability = none\nRetainAge = 3650d\n"
+	                               "JournalMinFree = 16384GiB"));
+	ck_assert_uint_eq(c->durability, CONFIG_DURABILITY_NONE);
+	ck_assert_uint_eq(c->retain_age_usec, 3650 * 86400 * UINT64_C(1000000));
+	ck_assert_uint_eq(c->journal_min_free, UINT64_C(16384) << 30);
+	config_free(c);
+	c = load_ok(DAEMON_KEY("Durability = full\nRetainAge = infinity\nJournalMinFree = 0"));
+	ck_assert_uint_eq(c->durability, CONFIG_DURABILITY_FULL);
+	ck_assert_uint_eq(c->retain_age_usec, 0);
+	ck_assert_uint_eq(c->journal_min_free, 0);
+	config_free(c);
+	c = load_ok(DAEMON_KEY("RetainAge = 90min"));
+	ck_assert_uint_eq(c->retain_age_usec, 90 * 60 * UINT64_C(1000000));
+	config_free(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -842,6 +871,7 @@ int main(void)
 	tcase_add_test(tc, test_same_shape);
 	tcase_add_test(tc, test_error_format);
 	tcase_add_test(tc, test_example_file);
+	tcase_add_test(tc, test_durability_keys);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -1,4 +1,5 @@
-/* Unit tests for daemon/jobtable.c: lookup, id order, retention. */
+/* Unit tests for daemon/jobtable.c: lookup (by id and by key), id order,
+ * retention by count, bytes and age. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,12 +103,84 @@ START_TEST(test_retention_by_count_and_bytes)
 }
 END_TEST
 
+START_TEST(test_keys)
+{
+	enum { N = 5000 }; /* forces the key buckets to grow */
+	JobTable t;
+	ck_assert_int_eq(jobtable_init(&t, 0, UINT64_MAX), 0);
+	t.on_drop = on_drop;
+	char key[32];
+	for (uint64_t id = 1; id <= N; id++) {
+		Job *j = job(id, 1);
+		if (id % 2) { /* every other job has a key */
+			snprintf(key, sizeof(key), "key-%llu", (unsigned long long)id);
+			j->key = strdup(key);
+		}
+		ck_assert_int_eq(jobtable_add(&t, j), 0);
+	}
+	ck_assert_uint_eq(t.key_count, N / 2);
+	for (uint64_t id = 1; id <= N; id += 2) {
+		snprintf(key, sizeof(key), "key-%llu", (unsigned long long)id);
+		ck_assert_uint_eq(jobtable_get_key(&t, key)->id, id);
+	}
+	ck_assert_ptr_null(jobtable_get_key(&t, "key-2"));
+	ck_assert_ptr_null(jobtable_get_key(&t, ""));
+
+	/* Removed (a submit that did not go in) and dropped (retention 0)
+	 * jobs leave the key index. */
+	Job *one = jobtable_get(&t, 1);
+	jobtable_remove(&t, one);
+	ck_assert_ptr_null(jobtable_get_key(&t, "key-1"));
+	job_free(one);
+	jobtable_finish(&t, jobtable_get(&t, 3));
+	ck_assert_ptr_null(jobtable_get_key(&t, "key-3"));
+	ck_assert_uint_eq(t.key_count, N / 2 - 2);
+	/* The rest are in flight: the table only borrowed them. */
+	Job *rest[N];
+	size_t n = 0;
+	for (Job *j = t.head; j; j = j->list_next)
+		rest[n++] = j;
+	jobtable_done(&t);
+	for (size_t i = 0; i < n; i++)
+		job_free(rest[i]);
+}
+END_TEST
+
+START_TEST(test_retention_by_age)
+{
+	JobTable t;
+	ck_assert_int_eq(jobtable_init(&t, 100, UINT64_MAX), 0);
+	t.on_drop = on_drop;
+	dropped = 0;
+	ck_assert_uint_eq(jobtable_expire(&t, 1000), 0); /* no age limit, nothing finished */
+	jobtable_set_retain_age(&t, 100);
+	for (uint64_t id = 1; id <= 3; id++) {
+		Job *j = job(id, 1);
+		ck_assert_int_eq(jobtable_add(&t, j), 0);
+		j->finished_usec = 1000 * id; /* finished at 1000, 2000, 3000 */
+		jobtable_finish(&t, j);
+	}
+	ck_assert_uint_eq(jobtable_expire(&t, 1099), 1100); /* none yet; the first at 1100 */
+	ck_assert_uint_eq(dropped, 0);
+	ck_assert_uint_eq(jobtable_expire(&t, 2100), 3100); /* the first two go */
+	ck_assert_uint_eq(dropped, 2);
+	ck_assert_ptr_null(jobtable_get(&t, 2));
+	ck_assert_ptr_nonnull(jobtable_get(&t, 3));
+	jobtable_set_retain_age(&t, 0); /* no limit: nothing expires */
+	ck_assert_uint_eq(jobtable_expire(&t, UINT64_MAX / 2), 0);
+	ck_assert_uint_eq(t.done_count, 1);
+	jobtable_done(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("jobtable");
 	TCase *tc = tcase("core");
 	tcase_add_test(tc, test_lookup_order_and_growth);
 	tcase_add_test(tc, test_retention_by_count_and_bytes);
+	tcase_add_test(tc, test_keys);
+	tcase_add_test(tc, test_retention_by_age);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

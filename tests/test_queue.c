@@ -580,6 +580,32 @@ START_TEST(test_remove_if_takes_delayed_items)
 }
 END_TEST
 
+static void *get_until_closed(void *arg)
+{
+	void *item = NULL;
+	return (void *)(intptr_t)queue_get(arg, &item, NULL);
+}
+
+/* A closed queue whose only (delayed) item is removed: the worker sleeping
+ * until that item was due must wake and see the queue closed and empty,
+ * not sleep on for an hour (a shutdown that stops retries hung on this). */
+START_TEST(test_remove_if_wakes_a_getter_waiting_for_a_delayed_item)
+{
+	Queue *q;
+	pthread_t t;
+	void *out[1], *ret;
+	ck_assert_int_eq(queue_new(4, &q), 0);
+	ck_assert_int_eq(queue_put_delayed(q, ITEM(1), mono_now() + 3600u * 1000000u), 0);
+	queue_close(q);
+	ck_assert_int_eq(pthread_create(&t, NULL, get_until_closed, q), 0);
+	WAIT_UNTIL(stats(q).get_waits == 1); /* asleep until the item is due */
+	ck_assert_uint_eq(queue_remove_if(q, is_odd, NULL, out, 1), 1);
+	pthread_join(t, &ret); /* hangs (for an hour) if the getter was not woken */
+	ck_assert_int_eq((int)(intptr_t)ret, -EPIPE);
+	queue_free(q, NULL);
+}
+END_TEST
+
 static unsigned freed_delayed;
 static void count_free_delayed(void *item)
 {
@@ -622,6 +648,7 @@ int main(void)
 	tcase_add_test(tc, test_delayed_wakes_a_sleeping_getter);
 	tcase_add_test(tc, test_close_hands_out_delayed_items_first);
 	tcase_add_test(tc, test_remove_if_takes_delayed_items);
+	tcase_add_test(tc, test_remove_if_wakes_a_getter_waiting_for_a_delayed_item);
 	tcase_add_test(tc, test_free_passes_delayed_leftovers);
 	suite_add_tcase(s, tc);
 	return run_suite(s);

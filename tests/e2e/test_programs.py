@@ -434,11 +434,11 @@ class ShutdownWithRetries(E2ETestCase):
 class ScratchAcrossRestarts(E2ETestCase):
 
     def test_a_new_job_never_finds_an_old_runs_files(self):
-        """Ids start again at 1 after a restart (jobs live in memory until the journal):
-        the scratch directories an earlier run kept are removed at start."""
+        """With Durability=none ids start again at 1 after a restart: the
+        scratch directories an earlier run kept are removed at start."""
         state = tempfile.mkdtemp(prefix="pipelined-state-")
         self.addCleanup(shutil.rmtree, state, True)
-        text = ("[daemon]\nStateDirectory = %s\n[pipeline p]\n[stage p/a]\n"
+        text = ("[daemon]\nStateDirectory = %s\nDurability = none\n[pipeline p]\n[stage p/a]\n"
                 "Exec = /bin/sh -c 'test ! -e old || exit 9; touch old; exit 1'\n" % state)
         for run in (1, 2):
             d = self.start_daemon(config_text=text)
@@ -447,6 +447,27 @@ class ScratchAcrossRestarts(E2ETestCase):
             self.assertEqual(job["id"], 1)
             self.assertEqual(job["exit_status"], 1, "run %d: %r" % (run, job))
             self.assertTrue(os.path.exists(os.path.join(state, "jobs", "1", "old")))
+            d.stop()
+
+    def test_with_the_journal_a_failed_jobs_directory_outlives_a_restart(self):
+        """With the journal ids go on, a failed job (and its scratch directory)
+        is still there after a restart, and directories of jobs the journal
+        does not know are removed at start."""
+        state = tempfile.mkdtemp(prefix="pipelined-state-")
+        self.addCleanup(shutil.rmtree, state, True)
+        text = ("[daemon]\nStateDirectory = %s\n[pipeline p]\n[stage p/a]\n"
+                "Exec = /bin/sh -c 'test ! -e old || exit 9; touch old; exit 1'\n" % state)
+        for run in (1, 2):
+            stray = os.path.join(state, "jobs", "999")
+            if run == 2:
+                os.makedirs(stray)
+            d = self.start_daemon(config_text=text)
+            c = self.connect(d)
+            job = self.wait_job(c, self.submit(c, "p", {}))
+            self.assertEqual((job["id"], job["exit_status"]), (run, 1), job)
+            self.assertTrue(os.path.exists(os.path.join(state, "jobs", "1", "old")))
+            self.assertEqual(self.get_job(c, 1)["workdir"], os.path.join(state, "jobs", "1"))
+            self.assertFalse(os.path.exists(stray))
             d.stop()
 
 
