@@ -431,7 +431,7 @@ static char *dir_of(const char *path)
 /* Reads the schema version and runs quick_check: nothing here writes. */
 static int validate(Journal *j, int *ret_version, char *err, size_t errlen)
 {
-	sqlite3_int64 version;
+	sqlite3_int64 version = 0;
 	int rc = query_one(j, "PRAGMA user_version", &version, NULL, 0);
 	if (rc != SQLITE_OK)
 		return open_error(j, rc, "read", err, errlen);
@@ -452,7 +452,7 @@ static int validate(Journal *j, int *ret_version, char *err, size_t errlen)
 		/* Version 0 is also what any other SQLite file says: only an
 		 * empty one is ours to fill (checked here, before journal_mode=WAL
 		 * rewrites the header). */
-		sqlite3_int64 objects;
+		sqlite3_int64 objects = 0;
 		rc = query_one(j, "SELECT count(*) FROM sqlite_schema", &objects, NULL, 0);
 		if (rc != SQLITE_OK)
 			return open_error(j, rc, "read", err, errlen);
@@ -594,7 +594,7 @@ int journal_open(const char *path, const JournalOptions *opt, Journal **ret, cha
 	    (r = prepare(j, "ROLLBACK", &j->rollback_stmt, err, errlen)) < 0)
 		goto fail;
 
-	sqlite3_int64 next_id;
+	sqlite3_int64 next_id = 0;
 	rc = query_one(j, "SELECT value FROM meta WHERE name = 'next_id'", &next_id, NULL, 0);
 	if (rc != SQLITE_OK) {
 		r = open_error(j, rc, "read", err, errlen);
@@ -665,7 +665,7 @@ static const char *const job_columns[] = {
  * *ret_col the first column that makes no sense (-ENOMEM: out of memory). */
 static int parse_row(sqlite3_stmt *st, JournalJob *row, int *ret_col)
 {
-	sqlite3_int64 v;
+	sqlite3_int64 v = 0;
 	const char *state;
 	int r;
 	*row = (JournalJob){ 0 };
@@ -735,7 +735,7 @@ int journal_load(Journal *j, int (*each)(void *ud, const JournalJob *row), void 
 	if (rc != SQLITE_OK)
 		return open_error(j, sqlite3_extended_errcode(j->db), "read", err, errlen);
 
-	sqlite3_int64 meta_next;
+	sqlite3_int64 meta_next = 0;
 	rc = query_one(j, "SELECT value FROM meta WHERE name = 'next_id'", &meta_next, NULL, 0);
 	if (rc != SQLITE_OK) {
 		r = open_error(j, rc, "read", err, errlen);

@@ -441,6 +441,7 @@ START_TEST(test_payload_limits)
 	for (unsigned depth = PROTO_PAYLOAD_DEPTH_MAX; depth <= PROTO_PAYLOAD_DEPTH_MAX + 1;
 	     depth++) {
 		char *s = malloc(depth * 6 + 1), *o = s;
+		ck_assert_ptr_nonnull(s);
 		for (unsigned i = 1; i < depth; i++)
 			o += sprintf(o, "{\"a\":");
 		o += sprintf(o, "{}");
