@@ -66,6 +66,7 @@ typedef struct Change {
 	uint64_t seq;
 	size_t bytes; /* of the allocation, for the pending-bytes bound */
 	bool is_delete;
+	bool urgent; /* a submit: its client waits for the commit */
 	JournalJob row; /* for a delete only row.id is set */
 } Change;
 
@@ -92,6 +93,7 @@ struct Journal {
 	Change *head, **tail; /* the FIFO of appended changes, oldest first */
 	size_t pending;       /* changes in the FIFO */
 	size_t pending_bytes; /* their allocations' bytes */
+	size_t pending_urgent; /* of them, submits (Change.urgent) */
 	uint64_t last_seq;    /* the last number handed out; 0 before the first */
 	bool closing;
 	unsigned waiting_room; /* appenders blocked on `room` */
@@ -506,7 +508,12 @@ int journal_open(const char *path, const JournalOptions *opt, Journal **ret, cha
 	if (!j)
 		return -ENOMEM;
 	pthread_mutex_init(&j->lock, NULL);
-	pthread_cond_init(&j->wake, NULL);
+	/* The writer's lazy wait (writer_main) is a deadline on this clock. */
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&j->wake, &attr);
+	pthread_condattr_destroy(&attr);
 	pthread_cond_init(&j->room, NULL);
 	pthread_mutex_init(&j->stats_lock, NULL);
 	j->tail = &j->head;
@@ -909,6 +916,7 @@ static void enter_failed(Journal *j)
 	j->tail = &j->head;
 	j->pending = 0;
 	j->pending_bytes = 0;
+	j->pending_urgent = 0;
 	pthread_cond_broadcast(&j->room);
 	pthread_mutex_unlock(&j->lock);
 	free_changes(dropped);
@@ -987,6 +995,7 @@ static Change *take_all_locked(Journal *j, size_t *ret_n)
 	j->tail = &j->head;
 	j->pending = 0;
 	j->pending_bytes = 0;
+	j->pending_urgent = 0;
 	if (j->waiting_room > 0)
 		pthread_cond_broadcast(&j->room);
 	return batch;
@@ -1002,6 +1011,20 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&j->wake, &j->lock);
 		if (!j->head)
 			break; /* closing, and everything is committed */
+		/* Nobody waits for what is pending (stage transitions, ends,
+		 * deletes): wait up to JOURNAL_LAZY_USEC for a submit to commit
+		 * them with, so that they share its sync instead of costing one
+		 * of their own. A transition committed late only widens the
+		 * window in which a crash runs a stage again. */
+		if (j->pending_urgent == 0 && !j->closing) {
+			uint64_t due = now_usec(CLOCK_MONOTONIC) + JOURNAL_LAZY_USEC;
+			struct timespec ts = { .tv_sec = (time_t)(due / 1000000u),
+				               .tv_nsec = (long)(due % 1000000u) * 1000 };
+			while (j->pending_urgent == 0 && !j->closing &&
+			       j->pending < JOURNAL_PENDING_MAX / 2 &&
+			       pthread_cond_timedwait(&j->wake, &j->lock, &ts) != ETIMEDOUT)
+				;
+		}
 		size_t n;
 		Change *batch = take_all_locked(j, &n);
 		pthread_mutex_unlock(&j->lock);
@@ -1057,11 +1080,14 @@ static uint64_t append(Journal *j, Change *c, bool may_block)
 	j->tail = &c->next;
 	j->pending++;
 	j->pending_bytes += c->bytes;
+	j->pending_urgent += c->urgent;
 	uint64_t seq = c->seq;
+	/* The first change of a batch wakes the writer; a submit also ends
+	 * its lazy wait. Otherwise, while the FIFO is non-empty, it does not
+	 * wait on this. */
+	bool wake = was_empty || (c->urgent && j->pending_urgent == 1);
 	pthread_mutex_unlock(&j->lock);
-	/* Only the first change of a batch needs to wake the writer: while the
-	 * FIFO is non-empty it does not wait. */
-	if (was_empty)
+	if (wake)
 		pthread_cond_signal(&j->wake);
 	return seq;
 }
@@ -1101,7 +1127,7 @@ uint64_t journal_put(Journal *j, const JournalJob *row, bool is_new, bool may_bl
 	Change *c = malloc(bytes);
 	if (!c)
 		return 0;
-	*c = (Change){ .bytes = bytes, .row = *row };
+	*c = (Change){ .bytes = bytes, .urgent = is_new, .row = *row };
 	char *p = (char *)(c + 1);
 	c->row.pipeline = copy_str(&p, row->pipeline, pipeline_len);
 	c->row.stage = copy_str(&p, row->stage, stage_len);

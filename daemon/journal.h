@@ -58,6 +58,9 @@
  * (journal.c: JOURNAL_PENDING_BYTES_MAX, 32 MiB): a row can carry a large
  * payload, and one transaction takes everything pending. */
 #define JOURNAL_WAL_TRUNCATE_BYTES (64u * 1024u * 1024u)
+/* When nothing pending is a submit, the writer waits up to this long for
+ * one before it commits, so that stage transitions share a submit's sync. */
+#define JOURNAL_LAZY_USEC 2000u
 
 typedef struct Journal Journal;
 
@@ -125,7 +128,8 @@ int journal_load(Journal *j, int (*each)(void *ud, const JournalJob *row), void 
 int journal_start(Journal *j, void (*on_commit)(void *ud), void *ud);
 
 /* Appends "this row is now row" (copied). is_new marks a submit (counted in
- * puts_new). With may_block the caller waits while JOURNAL_PENDING_MAX
+ * puts_new): a client waits for its commit, so the writer commits at once
+ * (other changes may wait up to JOURNAL_LAZY_USEC for company). With may_block the caller waits while JOURNAL_PENDING_MAX
  * changes are pending (never once the journal failed or is closing).
  * Returns the change's sequence number (> 0), or 0 if the journal has failed
  * or memory ran out (then the change is not recorded: the caller must not

@@ -18,6 +18,13 @@ from harness import IFACE, E2ETestCase, stage, wait_until
 LOG_SH = "echo \"$PIPELINED_STAGE $PIPELINED_JOB_ID\" >> \"$1\"\n"
 
 
+def wait_committed(test, conn, changes):
+    """Waits until the journal has committed at least `changes` changes:
+    stage transitions may wait a moment (JOURNAL_LAZY_USEC) for company."""
+    wait_until(lambda: test.ok(conn, IFACE + ".Stats")["journal"]["changes"] >= changes,
+               "%d changes committed" % changes)
+
+
 def restart(test, d, signum=signal.SIGKILL):
     """Ends d with signum, then starts it again on the same directory."""
     d.proc.send_signal(signum)
@@ -53,6 +60,7 @@ class Recovery(E2ETestCase):
         ids = [self.submit(c, "p", {"n": i}) for i in range(5)]
         self.wait_stats(c, "p", lambda s: s["stages"][2]["queue_length"] == 5,
                         "five jobs queued at the paused stage c")
+        wait_committed(self, c, 5 * 3)  # each: submitted, at b, at c
         restart(self, d)  # SIGKILL: no shutdown, no flush
         c = self.connect(d)
         for i in ids:
@@ -114,6 +122,7 @@ class Recovery(E2ETestCase):
         self.pause(c, "p", "b")
         jid = self.submit(c, "p")
         self.wait_stats(c, "p", lambda s: s["stages"][1]["queue_length"] == 1, "job at b")
+        wait_committed(self, c, 2)  # submitted, at b
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         d.status = None
@@ -204,6 +213,7 @@ class Retention(E2ETestCase):
         d = self.start_daemon({"p": [stage("a", "noop")]}, RetainJobs=2)
         c = self.connect(d)
         ids = [self.wait_job(c, self.submit(c, "p"))["id"] for _ in range(4)]
+        wait_committed(self, c, 4 + 4 + 2)  # submitted, ended; two forgotten
         restart(self, d)
         c = self.connect(d)
         self.assertEqual([j["id"] for j in self.list_all(c)], ids[2:])
@@ -228,6 +238,7 @@ class FreeSpaceFloor(E2ETestCase):
         self.resume(c, "p", "a")
         for i in ids:
             self.assertEqual(self.wait_job(c, i)["state"], "done")
+        wait_committed(self, c, 3 + 3)  # submitted, ended
         restart(self, d, signal.SIGKILL)
         c = self.connect(d)
         self.assertEqual([self.get_job(c, i)["state"] for i in ids], ["done"] * 3)
