@@ -67,6 +67,7 @@ typedef struct Change {
 	size_t bytes; /* of the allocation, for the pending-bytes bound */
 	bool is_delete;
 	bool urgent; /* a submit: its client waits for the commit */
+	bool superseded; /* a later change in the same batch rewrites its row */
 	JournalJob row; /* for a delete only row.id is set */
 } Change;
 
@@ -853,6 +854,29 @@ static void set_failure(Journal *j, const char *doing, const char *why)
 /* Applies a batch of n changes in one transaction. Returns true once it has
  * committed; false with the failure recorded (and the transaction rolled
  * back, if it still can be). Sets *ret_last to the batch's last number. */
+/* Every change is a whole row (or its removal), so within one transaction
+ * only the last change of each job matters: a job submitted and finished
+ * in the same batch is written once. Marks the earlier ones superseded.
+ * Without memory for the table, nothing is skipped. */
+static void mark_superseded(Change *batch, size_t n)
+{
+	size_t cap = 16;
+	while (cap < 2 * n)
+		cap *= 2;
+	Change **slots = calloc(cap, sizeof(*slots));
+	if (!slots)
+		return;
+	for (Change *c = batch; c; c = c->next) {
+		size_t i = (size_t)(c->row.id * 0x9E3779B97F4A7C15u) & (cap - 1);
+		while (slots[i] && slots[i]->row.id != c->row.id)
+			i = (i + 1) & (cap - 1);
+		if (slots[i])
+			slots[i]->superseded = true;
+		slots[i] = c;
+	}
+	free(slots);
+}
+
 static bool apply_batch(Journal *j, Change *batch, size_t n, uint64_t *ret_last)
 {
 	char why[256];
@@ -863,7 +887,17 @@ static bool apply_batch(Journal *j, Change *batch, size_t n, uint64_t *ret_last)
 
 	uint64_t next_id = j->next_id;
 	size_t half = (n + 1) / 2, i = 0;
+	if (n > 1)
+		mark_superseded(batch, n);
 	for (Change *c = batch; c; c = c->next) {
+		if (!c->is_delete && c->row.id >= next_id)
+			next_id = c->row.id + 1; /* also when superseded: ids are never reused */
+		*ret_last = c->seq;
+		if (c->superseded) {
+			if (++i == half)
+				crashpoint("mid-batch");
+			continue;
+		}
 		sqlite3_stmt *st = c->is_delete ? j->delete_stmt : j->put_stmt;
 		rc = c->is_delete ? sqlite3_bind_int64(st, 1, (sqlite3_int64)c->row.id)
 		                  : bind_put(j, &c->row);
@@ -874,9 +908,6 @@ static bool apply_batch(Journal *j, Change *batch, size_t n, uint64_t *ret_last)
 		rc = run(j, st, why, sizeof(why));
 		if (rc != SQLITE_DONE)
 			goto fail;
-		if (!c->is_delete && c->row.id >= next_id)
-			next_id = c->row.id + 1;
-		*ret_last = c->seq;
 		/* A crash here leaves half a transaction written and uncommitted:
 		 * recovery must see none of it. */
 		if (++i == half)

@@ -572,6 +572,38 @@ START_TEST(test_close_commits_pending)
 }
 END_TEST
 
+/* One transaction writes each job's last change only; the result is the
+ * same as writing every change in order. */
+START_TEST(test_batch_keeps_the_last_change_per_job)
+{
+	Journal *j = open_ok(0); /* never started: close commits it all as one batch */
+	JournalJob row = small_row(5, "{\"v\":1}", 7);
+	ck_assert_uint_gt(journal_put(j, &row, true, false), 0);
+	row = small_row(6, "{}", 2);
+	ck_assert_uint_gt(journal_put(j, &row, true, false), 0);
+	row = small_row(5, "{\"v\":2}", 7);
+	ck_assert_uint_gt(journal_put(j, &row, false, false), 0);
+	ck_assert_uint_gt(journal_delete(j, 6, false), 0); /* put and deleted: never written */
+	row = small_row(7, "{}", 2);
+	ck_assert_uint_gt(journal_put(j, &row, true, false), 0);
+	ck_assert_uint_gt(journal_delete(j, 7, false), 0);
+	row = small_row(7, "{\"v\":3}", 7); /* ...and put again after its delete */
+	ck_assert_uint_gt(journal_put(j, &row, false, false), 0);
+	ck_assert_int_eq(journal_close(j), 0);
+
+	Expect e = { .n = 2 };
+	e.rows[0] = small_row(5, "{\"v\":2}", 7);
+	e.rows[1] = small_row(7, "{\"v\":3}", 7);
+	j = open_ok(0);
+	uint64_t next_id;
+	char err[256];
+	ck_assert_int_eq(journal_load(j, check_row, &e, &next_id, err, sizeof(err)), 0);
+	ck_assert_uint_eq(e.seen, 2);
+	ck_assert_uint_eq(next_id, 8);
+	ck_assert_int_eq(journal_close(j), 0);
+}
+END_TEST
+
 /* ---- refusing what is not ours to write -------------------------------- */
 
 START_TEST(test_refuses_newer_schema)
@@ -923,6 +955,7 @@ int main(void)
 	tcase_add_test(tc, test_backpressure_count);
 	tcase_add_test(tc, test_backpressure_bytes);
 	tcase_add_test(tc, test_close_commits_pending);
+	tcase_add_test(tc, test_batch_keeps_the_last_change_per_job);
 	tcase_add_test(tc, test_refuses_newer_schema);
 	tcase_add_test(tc, test_refuses_garbage);
 	tcase_add_test(tc, test_refuses_foreign_database);
