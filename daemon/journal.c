@@ -1257,6 +1257,14 @@ void journal_stats(Journal *j, JournalStats *ret)
 
 /* ---- close ------------------------------------------------------------- */
 
+void journal_join_failed(Journal *j)
+{
+	if (j && j->started && atomic_load_explicit(&j->failed, memory_order_acquire)) {
+		pthread_join(j->thread, NULL); /* it returns right after the failure */
+		j->started = false;
+	}
+}
+
 int journal_close(Journal *j)
 {
 	if (!j)

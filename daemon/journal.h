@@ -154,6 +154,12 @@ void journal_set_min_free(Journal *j, uint64_t min_free_bytes);
 
 void journal_stats(Journal *j, JournalStats *ret);
 
+/* After a failure, for a process about to _exit with workers still
+ * running: waits for the writer thread, which ends right after the failure
+ * (so that nothing is left unjoined). The journal stays allocated and
+ * refuses every append. Does nothing unless the journal failed. Owner. */
+void journal_join_failed(Journal *j);
+
 /* Commits everything appended, stops the writer, checkpoints and closes.
  * Returns 0, or -EIO if the journal failed (now or before). Accepts NULL. */
 int journal_close(Journal *j);

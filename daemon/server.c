@@ -2947,6 +2947,8 @@ int server_exit_status(Server *s)
 
 bool server_abandoned(Server *s)
 {
+	if (s->abandoned && s->journal_down)
+		journal_join_failed(s->journal); /* the one thread that has ended */
 	return s->abandoned;
 }
 

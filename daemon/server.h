@@ -54,8 +54,9 @@ int server_reload_and_log(Server *s);
 /* 0 after a clean shutdown, 1 if the deadline passed with jobs running. */
 int server_exit_status(Server *s);
 
-/* True if worker threads may still be running (the deadline passed): the
- * caller must then exit without freeing. */
+/* True if worker threads may still be running (the deadline passed, or the
+ * journal failed): the caller must then exit without freeing. (After a
+ * journal failure it first joins the journal's writer, which has ended.) */
 bool server_abandoned(Server *s);
 
 /* Takes the journal (stolen, also on failure; closed by server_free) and
