@@ -409,6 +409,9 @@ void print_job(const Ctl *ctl, json_t *job)
 		printf("retrying:  next attempt %s\n",
 		       fmt_retry_when(ctl, v.retry_at_usec, now, b1));
 	printf("runs:      %" PRId64 "\n", v.runs);
+	const char *key = json_string_value(json_object_get(job, "key"));
+	if (key)
+		print_field("key:", key); /* the client's text: shown safely */
 	if (v.submitted_usec > 0)
 		printf("submitted: %s (%s ago)\n", fmt_time(v.submitted_usec, false, b1),
 		       fmt_duration(ctl, now - v.submitted_usec, b2));

@@ -189,6 +189,8 @@ class Idempotency(E2ETestCase):
         r2 = self.ctl(d, "submit", "p", "{}", "--key", "abc")
         self.assertEqual((r1.returncode, r2.returncode), (0, 0), (r1, r2))
         self.assertEqual(r1.stdout, r2.stdout)
+        r = self.ctl(d, "get", r1.stdout.strip())
+        self.assertRegex(r.stdout, r"\nkey: +abc\n")
         r = self.ctl(d, "submit", "p", "--stdin", "--key", "abc", input="{}\n")
         self.assertEqual(r.returncode, 2, r)
         self.assertIn("--key", r.stderr)
