@@ -297,21 +297,25 @@ typedef struct Migration {
 static const Migration migrations[] = {
 	{ 0,
 	  /* State is text (job_state_to_string), so the file reads without
-	   * this program. `key` is UNIQUE: a put is INSERT OR REPLACE, so a
-	   * put of a different id with a live row's key would delete that
-	   * row; the daemon keeps keys unique among live jobs, so it never
-	   * does. payload is TEXT with its length; stderr_tail is whatever
-	   * bytes the program wrote, so a BLOB. */
+	   * this program. `key` is unique where set (a partial index: jobs
+	   * without a key cost no index write): a put is INSERT OR REPLACE,
+	   * so a put of a different id with a live row's key would delete
+	   * that row; the daemon keeps keys unique among live jobs, so it
+	   * never does. payload is TEXT with its length; stderr_tail is
+	   * whatever bytes the program wrote, so a BLOB. */
 	  "CREATE TABLE jobs("
 	  "id INTEGER PRIMARY KEY, pipeline TEXT NOT NULL, stage TEXT NOT NULL, "
 	  "stage_index INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, "
-	  "runs INTEGER NOT NULL, payload TEXT NOT NULL, key TEXT UNIQUE, error TEXT, "
+	  "runs INTEGER NOT NULL, payload TEXT NOT NULL, key TEXT, error TEXT, "
 	  "ran_program INTEGER NOT NULL, timed_out INTEGER NOT NULL, "
 	  "exit_status INTEGER NOT NULL, term_signal INTEGER NOT NULL, stderr_tail BLOB, "
 	  "workdir TEXT, submitted_usec INTEGER NOT NULL, started_usec INTEGER NOT NULL, "
 	  "finished_usec INTEGER NOT NULL, retry_at_usec INTEGER NOT NULL);"
-	  /* next_id: one more than the largest id ever put, kept when that
-	   * row is deleted, so that an id is never reused. */
+	  "CREATE UNIQUE INDEX jobs_key ON jobs(key) WHERE key IS NOT NULL;"
+	  /* next_id: at least one more than the largest id ever put, so that
+	   * an id is never reused. journal_load takes the larger of it and the
+	   * largest id + 1, so it is written only when a batch deletes the
+	   * largest id (apply_batch): one page less per commit. */
 	  "CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 	  "INSERT INTO meta(name, value) VALUES('next_id', 1);" },
 };
@@ -602,8 +606,12 @@ int journal_open(const char *path, const JournalOptions *opt, Journal **ret, cha
 	    (r = prepare(j, "ROLLBACK", &j->rollback_stmt, err, errlen)) < 0)
 		goto fail;
 
+	/* meta.next_id lags behind the rows unless the largest id was deleted
+	 * (see the schema): the larger of the two. */
 	sqlite3_int64 next_id = 0;
-	rc = query_one(j, "SELECT value FROM meta WHERE name = 'next_id'", &next_id, NULL, 0);
+	rc = query_one(j, "SELECT max((SELECT value FROM meta WHERE name = 'next_id'), "
+	                  "(SELECT ifnull(max(id), 0) + 1 FROM jobs))",
+	               &next_id, NULL, 0);
 	if (rc != SQLITE_OK) {
 		r = open_error(j, rc, "read", err, errlen);
 		goto fail;
@@ -778,8 +786,8 @@ int journal_load(Journal *j, int (*each)(void *ud, const JournalJob *row), void 
 			     damaged_hint);
 			goto out;
 		}
-		/* Kept even if meta lags behind (it cannot, written in the same
-		 * transaction; an id is never reused all the same). */
+		/* meta lags behind unless the largest id was deleted (see the
+		 * schema): the rows say the rest. */
 		if (row.id >= next)
 			next = row.id + 1;
 		r = each(ud, &row);
@@ -886,12 +894,15 @@ static bool apply_batch(Journal *j, Change *batch, size_t n, uint64_t *ret_last)
 		goto fail;
 
 	uint64_t next_id = j->next_id;
+	bool write_meta = false;
 	size_t half = (n + 1) / 2, i = 0;
 	if (n > 1)
 		mark_superseded(batch, n);
 	for (Change *c = batch; c; c = c->next) {
 		if (!c->is_delete && c->row.id >= next_id)
 			next_id = c->row.id + 1; /* also when superseded: ids are never reused */
+		if (c->is_delete && c->row.id + 1 >= next_id)
+			write_meta = true; /* the largest id goes: the table forgets it */
 		*ret_last = c->seq;
 		if (c->superseded) {
 			if (++i == half)
@@ -913,7 +924,7 @@ static bool apply_batch(Journal *j, Change *batch, size_t n, uint64_t *ret_last)
 		if (++i == half)
 			crashpoint("mid-batch");
 	}
-	if (next_id > j->next_id) {
+	if (write_meta) {
 		rc = sqlite3_bind_int64(j->meta_stmt, 1, (sqlite3_int64)next_id);
 		if (rc == SQLITE_OK)
 			rc = run(j, j->meta_stmt, why, sizeof(why));
