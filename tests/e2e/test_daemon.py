@@ -142,12 +142,14 @@ def thread_state(pid, tid):
 
 
 def own_threads(pid):
-    """The daemon's own threads: the loop (the main thread) and the stage
-    workers, named "pl:<stage>" (a sanitizer's helper threads are not ours)."""
+    """The daemon's own threads: the loop (the main thread), the stage
+    workers, named "pl:<stage>", and the journal's writer, "journal" (a
+    sanitizer's helper threads are not ours)."""
     tids = []
     for t in os.listdir("/proc/%d/task" % pid):
         with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
-            if int(t) == pid or f.read().startswith("pl:"):
+            comm = f.read().strip()
+            if int(t) == pid or comm.startswith("pl:") or comm == "journal":
                 tids.append(int(t))
     return tids
 
@@ -160,9 +162,13 @@ class Idle(E2ETestCase):
         c = self.connect(d)
         self.submit_batch(c, "p", [{}] * 100)
         self.ok(c, IFACE + ".Drain", {"pipeline": "p"})
+        # The jobs' ends (and moves to b: 3 changes a job) may wait a moment in the journal
+        # (JOURNAL_LAZY_USEC); their commit wakes the loop: wait for it.
+        wait_until(lambda: self.ok(c, IFACE + ".Stats")["journal"]["changes"] >= 300,
+                   "the jobs' ends committed")
         pid = d.proc.pid
         tids = own_threads(pid)
-        self.assertEqual(len(tids), 1 + 5, tids)  # the loop and five workers
+        self.assertEqual(len(tids), 1 + 5 + 1, tids)  # the loop, five workers, the journal
         # The loop may still be finishing the Drain reply: start counting
         # once every thread is asleep (state S: blocked in the kernel).
         wait_until(lambda: all(thread_state(pid, t) == "S" for t in tids),
