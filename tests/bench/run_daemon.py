@@ -120,7 +120,24 @@ def stop(proc, what, timeout=30.0):
     return proc.returncode
 
 
-class Bench:
+class Servers:
+    """The server processes a driver started: self.procs, (proc, what)
+    pairs, stopped last first."""
+
+    def stop_one(self, proc):
+        for i, (p, what) in enumerate(self.procs):
+            if p is proc:
+                del self.procs[i]
+                return stop(p, what)
+        return None
+
+    def stop_all(self):
+        while self.procs:
+            p, what = self.procs.pop()
+            stop(p, what)
+
+
+class Bench(Servers):
     def __init__(self, build, tmp):
         self.daemon_bin = os.path.join(build, "daemon", "pipelined")
         self.client_bin = os.path.join(build, "tests", "bench", "bench_daemon")
@@ -143,18 +160,6 @@ class Bench:
         self.procs.append((proc, what))
         wait_for_socket(sock, proc, what)
         return proc
-
-    def stop_one(self, proc):
-        for i, (p, what) in enumerate(self.procs):
-            if p is proc:
-                del self.procs[i]
-                return stop(p, what)
-        return None
-
-    def stop_all(self):
-        while self.procs:
-            p, what = self.procs.pop()
-            stop(p, what)
 
     def daemon(self, pipelines, retain_jobs=None, retain_bytes=None):
         """A fresh pipelined with pipelines = {name: [(action, capacity)]}."""

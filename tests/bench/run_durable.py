@@ -69,7 +69,7 @@ import tempfile
 import time
 
 sys.dont_write_bytecode = True
-from run_daemon import Failed, others_cpu, stop, wait_for_socket  # noqa: E402
+from run_daemon import Failed, Servers, others_cpu, wait_for_socket  # noqa: E402
 
 SHAPES = ["c1", "c50", "batch"]
 SERVERS_DEFAULT = ["pipelined", "bs-f0", "bs-f50", "pipelined-none"]
@@ -249,7 +249,7 @@ def drive(connect, proto, nconn, duration):
 # ---- servers ----------------------------------------------------------------
 
 
-class Bench:
+class Bench(Servers):
     def __init__(self, build, tmp, durability):
         self.daemon_bin = os.path.join(build, "daemon", "pipelined")
         if not os.access(self.daemon_bin, os.X_OK):
@@ -273,18 +273,6 @@ class Bench:
             self.stop_one(proc)
             raise
         return proc
-
-    def stop_one(self, proc):
-        for i, (p, what) in enumerate(self.procs):
-            if p is proc:
-                del self.procs[i]
-                return stop(p, what)
-        return None
-
-    def stop_all(self):
-        while self.procs:
-            p, what = self.procs.pop()
-            stop(p, what)
 
     def pipelined(self, durability):
         """A fresh daemon on a fresh state directory; durability None omits
