@@ -7,7 +7,9 @@
  * it. Callers on any thread append changes; they are applied in the order
  * they were appended. The writer thread takes everything appended since its
  * last commit and commits it as one transaction (group commit): one sync
- * serves every job that arrived meanwhile. Each change gets a sequence
+ * serves every job that arrived meanwhile. When none of it is a submit it
+ * first waits up to JOURNAL_LAZY_USEC for one, and within a transaction
+ * only each job's last change is written. Each change gets a sequence
  * number; journal_committed tells the highest one whose transaction has
  * committed (synced, with synchronous=FULL), and on_commit is called after
  * each commit, so the event loop can acknowledge a submit only once its row
