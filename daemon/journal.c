@@ -947,19 +947,29 @@ fail:
 	return false;
 }
 
-/* The journal has failed (failure recorded): publish it, drop whatever is
- * pending, release blocked appenders and tell the owner. */
-static void enter_failed(Journal *j)
+/* Takes the whole FIFO; with the lock held. */
+static Change *take_all_locked(Journal *j, size_t *ret_n)
 {
-	atomic_store_explicit(&j->failed, true, memory_order_release);
-	pthread_mutex_lock(&j->lock);
-	Change *dropped = j->head;
+	Change *batch = j->head;
+	*ret_n = j->pending;
 	j->head = NULL;
 	j->tail = &j->head;
 	j->pending = 0;
 	j->pending_bytes = 0;
 	j->pending_urgent = 0;
-	pthread_cond_broadcast(&j->room);
+	if (j->waiting_room > 0)
+		pthread_cond_broadcast(&j->room);
+	return batch;
+}
+
+/* The journal has failed (failure recorded): publish it, drop whatever is
+ * pending, release blocked appenders and tell the owner. */
+static void enter_failed(Journal *j)
+{
+	atomic_store_explicit(&j->failed, true, memory_order_release);
+	size_t n;
+	pthread_mutex_lock(&j->lock);
+	Change *dropped = take_all_locked(j, &n); /* also releases blocked appenders */
 	pthread_mutex_unlock(&j->lock);
 	free_changes(dropped);
 	if (j->on_commit)
@@ -1028,21 +1038,6 @@ static bool run_batch(Journal *j, Change *batch, size_t n)
 	return true;
 }
 
-/* Takes the whole FIFO; with the lock held. */
-static Change *take_all_locked(Journal *j, size_t *ret_n)
-{
-	Change *batch = j->head;
-	*ret_n = j->pending;
-	j->head = NULL;
-	j->tail = &j->head;
-	j->pending = 0;
-	j->pending_bytes = 0;
-	j->pending_urgent = 0;
-	if (j->waiting_room > 0)
-		pthread_cond_broadcast(&j->room);
-	return batch;
-}
-
 static void *writer_main(void *arg)
 {
 	Journal *j = arg;
@@ -1059,9 +1054,8 @@ static void *writer_main(void *arg)
 		 * of their own. A transition committed late only widens the
 		 * window in which a crash runs a stage again. */
 		if (j->pending_urgent == 0 && !j->closing) {
-			uint64_t due = now_usec(CLOCK_MONOTONIC) + JOURNAL_LAZY_USEC;
-			struct timespec ts = { .tv_sec = (time_t)(due / 1000000u),
-				               .tv_nsec = (long)(due % 1000000u) * 1000 };
+			struct timespec ts =
+			        usec_to_timespec(now_usec(CLOCK_MONOTONIC) + JOURNAL_LAZY_USEC);
 			while (j->pending_urgent == 0 && !j->closing &&
 			       j->pending < JOURNAL_PENDING_MAX / 2 &&
 			       pthread_cond_timedwait(&j->wake, &j->lock, &ts) != ETIMEDOUT)

@@ -301,9 +301,7 @@ static void wait_not_empty_locked(Queue *q)
 	q->get_waits++;
 	q->waiting_getters++;
 	if (q->n_delayed > 0) {
-		uint64_t due = q->delayed[0].due_usec;
-		struct timespec ts = { .tv_sec = (time_t)(due / 1000000u),
-			               .tv_nsec = (long)(due % 1000000u) * 1000 };
+		struct timespec ts = usec_to_timespec(q->delayed[0].due_usec);
 		pthread_cond_timedwait(&q->not_empty, &q->lock, &ts);
 	} else {
 		pthread_cond_wait(&q->not_empty, &q->lock);

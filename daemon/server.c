@@ -981,8 +981,7 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 		}
 	}
 	if (s->journal) {
-		char why[512];
-		if (s->journal_down || journal_failed(s->journal, why, sizeof(why))) {
+		if (s->journal_down || journal_failed(s->journal, NULL, 0)) {
 			reply_error(c, call, PROTO_ERR_JOURNAL_FAILED,
 			            json_pack("{s:s}", "reason", "the journal failed; see the log"));
 			return;
@@ -2763,7 +2762,8 @@ static int stage_index_of(const Line *line, const char *name)
 
 /* Removes the scratch directories of jobs the journal does not know (a
  * crash between a job's end and the removal of its directory) or that
- * are done. Blocks: before the loop serves anyone. */
+ * are done. Blocks: before the loop serves anyone, and before any
+ * recovered job runs. */
 static void sweep_scratch(Server *s)
 {
 	char root[ACTION_WORKDIR_MAX];
@@ -2883,6 +2883,9 @@ int server_recover(Server *s, Journal *journal, char *err, size_t errlen)
 			rec->job = NULL;
 		}
 	}
+	/* Every job the journal knows is tracked, none runs yet, and none was
+	 * dropped: the one moment the sweep cannot race a job or a removal. */
+	sweep_scratch(s);
 	/* Finished jobs into retention in the order they finished. */
 	qsort(finished, n_finished, sizeof(*finished), by_finish_time);
 	for (size_t i = 0; i < n_finished; i++) {
@@ -2935,7 +2938,6 @@ int server_recover(Server *s, Journal *journal, char *err, size_t errlen)
 	if (orphaned > 0)
 		log_warning("journal: %zu unfinished jobs failed: their stage is no longer configured",
 		            orphaned);
-	sweep_scratch(s);
 	expire_arm(s);
 	return 0;
 }

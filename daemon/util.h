@@ -32,6 +32,14 @@ static inline uint64_t real_usec(void)
 	return now_usec(CLOCK_REALTIME);
 }
 
+/* usec (on some clock) as a timespec: a deadline for pthread_cond_timedwait
+ * on a condition variable using that clock. */
+static inline struct timespec usec_to_timespec(uint64_t usec)
+{
+	return (struct timespec){ .tv_sec = (time_t)(usec / 1000000u),
+		                  .tv_nsec = (long)(usec % 1000000u) * 1000 };
+}
+
 /* Replaces every byte of s[len] that is not part of valid UTF-8 with '?', in
  * place, so that text from outside (a program's stderr) can go into JSON.
  * Overlong forms, surrogates and code points above U+10FFFF are invalid. */
