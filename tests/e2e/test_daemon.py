@@ -141,6 +141,21 @@ def thread_state(pid, tid):
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+# x86-64 system calls a thread waits in when it has nothing to do: futex
+# (a condition variable), epoll_wait, epoll_pwait, epoll_pwait2.
+WAITING_SYSCALLS = {"202", "232", "281", "441"}
+
+
+def waiting(pid, tid):
+    """True if the thread is blocked in a wait for work (not in I/O: a
+    thread asleep in fdatasync or statvfs is also in state S)."""
+    try:
+        with open("/proc/%d/task/%d/syscall" % (pid, tid)) as f:
+            return f.read().split()[0] in WAITING_SYSCALLS
+    except (OSError, IndexError):
+        return False
+
+
 def own_threads(pid):
     """The daemon's own threads: the loop (the main thread), the stage
     workers, named "pl:<stage>", and the journal's writer, "journal" (a
@@ -166,13 +181,17 @@ class Idle(E2ETestCase):
         # (JOURNAL_LAZY_USEC); their commit wakes the loop: wait for it.
         wait_until(lambda: self.ok(c, IFACE + ".Stats")["journal"]["changes"] >= 300,
                    "the jobs' ends committed")
+        # The writer told the loop before it counted them: one more round
+        # trip, and the loop has taken that wake-up too.
+        self.ok(c, IFACE + ".Stats")
         pid = d.proc.pid
         tids = own_threads(pid)
         self.assertEqual(len(tids), 1 + 5 + 1, tids)  # the loop, five workers, the journal
-        # The loop may still be finishing the Drain reply: start counting
-        # once every thread is asleep (state S: blocked in the kernel).
-        wait_until(lambda: all(thread_state(pid, t) == "S" for t in tids),
-                   "every thread of the daemon blocked")
+        # The loop may still be finishing the reply, the writer its chores
+        # after the commit: start counting once every thread is asleep
+        # (state S) waiting for work (a futex or epoll_wait).
+        wait_until(lambda: all(thread_state(pid, t) == "S" and waiting(pid, t) for t in tids),
+                   "every thread of the daemon waiting for work")
         before = {t: switches(pid, t) for t in tids}
         # Not a timing assertion: a daemon that polls or keeps a periodic
         # timer wakes up within this window on any machine; one that blocks
