@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Runs varlink-go-certification against our side of the certification.
+
+  run-certification.py tool-client TOOL CERTIFICATION-SERVER
+      starts CERTIFICATION-SERVER (our service on proto/) on a socket in a
+      temporary directory, waits for its "ready", runs TOOL -client against
+      it; passes if the tool exits 0, printed "End: 'true'" (the all_ok it
+      read: varlink-go 0.4 exits 0 even when End answered false, or when it
+      read another call's reply as End's) and the server reported the
+      tool's End with all_ok=true.
+  run-certification.py tool-server TOOL CERTIFICATION-CLIENT
+      starts TOOL as the service, waits until its socket accepts a
+      connection, runs CERTIFICATION-CLIENT (our client library) against
+      it; passes if the client exits 0.
+
+TOOL empty or missing: exit 77, which meson counts as skipped. Whatever
+happens, the process started in the background is stopped (SIGTERM, then
+SIGKILL) and the temporary directory removed. The timeouts are hang guards
+only: both sides finish in well under a second.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+GUARD = 60.0
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=GUARD)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_connectable(path, proc):
+    """Waits until path accepts a connection (the tool prints nothing when
+    it listens)."""
+    deadline = time.monotonic() + GUARD
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit("the tool exited with status %d before listening" % proc.returncode)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return
+        except OSError:
+            time.sleep(0.01)
+        finally:
+            s.close()
+    sys.exit("the tool did not listen on %s within %.0f s" % (path, GUARD))
+
+
+def tool_client(tool, server, sock):
+    proc = subprocess.Popen([server, sock], stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":
+            sys.exit("certification-server did not start")
+        run = subprocess.run([tool, "-client", "-varlink", "unix:" + sock],
+                             capture_output=True, text=True, timeout=GUARD)
+        sys.stdout.write(run.stdout)
+        sys.stdout.write(run.stderr)
+    finally:
+        stop(proc)
+    out = proc.stdout.read()
+    sys.stdout.write(out)
+    if run.returncode != 0:
+        sys.exit("varlink-go-certification -client failed (status %d)" % run.returncode)
+    if "End: 'true'" not in run.stdout + run.stderr:
+        sys.exit("the tool did not read all_ok true from End")
+    if "all_ok=true" not in out:
+        sys.exit("the tool exited 0 but the service saw no successful End")
+    if proc.returncode != 0:
+        sys.exit("certification-server exited with status %d" % proc.returncode)
+    print("varlink-go-certification -client: passed against certification-server")
+
+
+def tool_server(tool, client, sock):
+    proc = subprocess.Popen([tool, "-varlink", "unix:" + sock],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_connectable(sock, proc)
+        run = subprocess.run([client, "unix:" + sock], capture_output=True, text=True,
+                             timeout=GUARD)
+        sys.stdout.write(run.stdout)
+        sys.stdout.write(run.stderr)
+    finally:
+        stop(proc)
+    if run.returncode != 0:
+        sys.stdout.write(proc.stdout.read())
+        sys.exit("certification-client failed against varlink-go-certification (status %d)"
+                 % run.returncode)
+    print("certification-client: passed against varlink-go-certification")
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] not in ("tool-client", "tool-server"):
+        sys.exit(__doc__)
+    mode, tool, ours = sys.argv[1:]
+    if not tool or not os.access(tool, os.X_OK):
+        print("varlink-go-certification is not installed (Debian package varlink-go): skipped")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="varlink-cert-")
+    try:
+        sock = os.path.join(tmp, "cert.sock")
+        (tool_client if mode == "tool-client" else tool_server)(tool, ours, sock)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
