@@ -2178,6 +2178,12 @@ static void handle_message(Conn *c, const char *msg, size_t len)
 		reply_error(c, NULL, PROTO_ERR_INVALID_MESSAGE, json_pack("{s:s}", "reason", err));
 		return;
 	}
+	/* A oneway call is answered not at all, so it cannot want several
+	 * answers: without this, a oneway Watch with "more" would hold the
+	 * connection for ever, streaming to nobody, and no later call on it
+	 * would be answered. Without "more" it is ExpectedMore, not sent. */
+	if (call.oneway)
+		call.more = false;
 	for (size_t i = 0; i < ELEMENTSOF(methods); i++)
 		if (strcmp(methods[i].name, call.method) == 0) {
 			methods[i].fn(c, &call); /* moves call if it holds */
