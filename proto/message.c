@@ -177,8 +177,10 @@ static int flag_of(json_t *root, const char *key, bool *ret, char *err, size_t e
 
 /* "iface.Name": dot-separated non-empty parts of [A-Za-z0-9], at least two,
  * the last starting with an upper-case letter. Method and error names share
- * this form. Stricter than Varlink, which also allows '-' inside interface
- * names: no interface this daemon serves has one. */
+ * this form. As in Varlink, the interface's parts may also hold '-', but
+ * neither first nor last in a part, and the method's name may not: a call
+ * to "org.example-x.Foo" must be answered InterfaceNotFound, not refused as
+ * malformed. */
 static bool qualified_name_ok(const char *s)
 {
 	const char *last = strrchr(s, '.');
@@ -188,8 +190,11 @@ static bool qualified_name_ok(const char *s)
 	for (const char *p = s; *p; prev = *p++) {
 		char c = *p;
 		if (c == '.') {
-			if (prev == '.')
-				return false; /* empty part */
+			if (prev == '.' || prev == '-')
+				return false; /* an empty part, or one ending in '-' */
+		} else if (c == '-') {
+			if (prev == '.' || p > last)
+				return false; /* a part starting with '-', or in the method */
 		} else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
 		             (c >= '0' && c <= '9'))) {
 			return false;

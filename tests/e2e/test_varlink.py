@@ -146,6 +146,8 @@ class StandardErrors(E2ETestCase):
         naming the interface, not the method."""
         for method, iface in [("com.example.Foo", "com.example"),
                               ("io.pipelinedx.Submit", "io.pipelinedx"),
+                              # Varlink allows '-' in an interface name.
+                              ("org.example-x.Foo", "org.example-x"),
                               ("org.varlink.service.x.GetInfo", "org.varlink.service.x")]:
             with self.subTest(method=method):
                 self.assertError(self.c.call(method, {}), SERVICE + ".InterfaceNotFound",
