@@ -7,7 +7,10 @@
       it; passes if the tool exits 0, printed "End: 'true'" (the all_ok it
       read: varlink-go 0.4 exits 0 even when End answered false, or when it
       read another call's reply as End's) and the server reported the
-      tool's End with all_ok=true.
+      tool's End with all_ok=true. Then checks what the tool does not: the
+      server's org.varlink.service (both descriptions parse with
+      varlink-go-interface-generator when installed) and standard errors,
+      ExpectedMore, oneway and pipelined calls.
   run-certification.py tool-server TOOL CERTIFICATION-CLIENT
       starts TOOL as the service, waits until its socket accepts a
       connection, runs CERTIFICATION-CLIENT (our client library) against
@@ -19,6 +22,7 @@ SIGKILL) and the temporary directory removed. The timeouts are hang guards
 only: both sides finish in well under a second.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -59,6 +63,90 @@ def wait_connectable(path, proc):
     sys.exit("the tool did not listen on %s within %.0f s" % (path, GUARD))
 
 
+class Conn:
+    """A raw Varlink connection: NUL-terminated JSON."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(GUARD)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, method, params=None, **flags):
+        msg = dict(method=method, parameters=params or {}, **flags)
+        self.sock.sendall(json.dumps(msg).encode() + b"\0")
+
+    def recv(self):
+        while b"\0" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError("the service closed the connection")
+            self.buf += data
+        msg, _, self.buf = self.buf.partition(b"\0")
+        return json.loads(msg)
+
+    def call(self, method, params=None, **flags):
+        self.send(method, params, **flags)
+        return self.recv()
+
+
+def expect(what, got, want):
+    if got != want:
+        sys.exit("certification-server: %s: got %r, want %r" % (what, got, want))
+
+
+def check_service(sock, tmp):
+    """org.varlink.service and the standard errors of our service."""
+    svc = "org.varlink.service"
+    cert = "org.varlink.certification"
+    c = Conn(sock)
+    info = c.call(svc + ".GetInfo")["parameters"]
+    expect("GetInfo interfaces", info["interfaces"], [svc, cert])
+    gen = shutil.which("varlink-go-interface-generator")
+    for iface in info["interfaces"]:
+        r = c.call(svc + ".GetInterfaceDescription", {"interface": iface})
+        text = r["parameters"]["description"]
+        expect("description of " + iface, text.count("interface %s\n" % iface), 1)
+        if gen:
+            path = os.path.join(tmp, iface + ".varlink")
+            with open(path, "w") as f:
+                f.write(text)
+            g = subprocess.run([gen, path], cwd=tmp, capture_output=True, text=True,
+                               timeout=GUARD)
+            expect("varlink-go parses " + iface, g.returncode, 0)
+    errors = [
+        ("org.example.Nope", {}, {}, svc + ".InterfaceNotFound", {"interface": "org.example"}),
+        (cert + ".Test99", {}, {}, svc + ".MethodNotFound", {"method": cert + ".Test99"}),
+        (svc + ".Nope", {}, {}, svc + ".MethodNotFound", {"method": svc + ".Nope"}),
+        (svc + ".GetInterfaceDescription", {}, {}, svc + ".InvalidParameter",
+         {"parameter": "interface"}),
+        (svc + ".GetInterfaceDescription", {"interface": "org.example"}, {},
+         svc + ".InterfaceNotFound", {"interface": "org.example"}),
+        (svc + ".GetInfo", {"x": 1}, {}, svc + ".InvalidParameter", {"parameter": "x"}),
+        (cert + ".Start", {"x": 1}, {}, svc + ".InvalidParameter", {"parameter": "x"}),
+        (cert + ".Test01", {}, {}, svc + ".InvalidParameter", {"parameter": "client_id"}),
+        (cert + ".Test02", {"client_id": "x", "bool": 1}, {}, svc + ".InvalidParameter",
+         {"parameter": "bool"}),
+        (cert + ".Test10", {"client_id": "x", "mytype": {}}, {}, svc + ".ExpectedMore", {}),
+        (cert + ".Test01", {"client_id": "no-such-client"}, {"more": True},
+         cert + ".ClientIdError", {}),
+    ]
+    # Pipelined: every call in one write, a oneway one among them.
+    data = b""
+    for method, params, flags, _, _ in errors:
+        data += json.dumps(dict(method=method, parameters=params, **flags)).encode() + b"\0"
+        data += json.dumps(dict(method="org.example.Nope", oneway=True)).encode() + b"\0"
+    c.sock.sendall(data)
+    for method, params, flags, name, want in errors:
+        r = c.recv()
+        expect("%s %r error" % (method, params), r.get("error"), name)
+        expect("%s %r parameters" % (method, params), r.get("parameters", {}), want)
+        expect("%s %r continues" % (method, params), r.get("continues"), None)
+    expect("the connection after the errors",
+           c.call(svc + ".GetInfo")["parameters"]["interfaces"], [svc, cert])
+    c.sock.close()
+
+
 def tool_client(tool, server, sock):
     proc = subprocess.Popen([server, sock], stdout=subprocess.PIPE, text=True)
     try:
@@ -68,6 +156,7 @@ def tool_client(tool, server, sock):
                              capture_output=True, text=True, timeout=GUARD)
         sys.stdout.write(run.stdout)
         sys.stdout.write(run.stderr)
+        check_service(sock, os.path.dirname(sock))
     finally:
         stop(proc)
     out = proc.stdout.read()
