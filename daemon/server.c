@@ -2054,10 +2054,12 @@ static void log_access_policy(const Config *c, uint32_t self_uid)
 		         "set: whoever can open the socket may call every method");
 		return;
 	}
-	log_info("access: every method for uid 0, uid %" PRIu32 " (the daemon), %zu user%s and "
-	         "%zu group%s; read-only methods for %zu more user%s and %zu group%s; "
-	         "introspection only for anyone else",
-	         self_uid, c->allow_users.n, c->allow_users.n == 1 ? "" : "s", c->allow_groups.n,
+	char self[48] = "uid 0 (the daemon's)";
+	if (self_uid != 0)
+		snprintf(self, sizeof(self), "uid 0, uid %" PRIu32 " (the daemon's)", self_uid);
+	log_info("access: every method for %s, %zu user%s and %zu group%s; read-only methods for "
+	         "%zu more user%s and %zu group%s; introspection only for anyone else",
+	         self, c->allow_users.n, c->allow_users.n == 1 ? "" : "s", c->allow_groups.n,
 	         c->allow_groups.n == 1 ? "" : "s", c->read_only_users.n,
 	         c->read_only_users.n == 1 ? "" : "s", c->read_only_groups.n,
 	         c->read_only_groups.n == 1 ? "" : "s");
