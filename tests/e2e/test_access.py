@@ -372,6 +372,30 @@ class Access(E2ETestCase):
         self.submit_batch(a, "p", [{}] * 3)
         self.submit_batch(b, "p", [{}] * 3)
 
+    def test_held_submits_count_and_give_their_place_back(self):
+        """A submit held by a full queue counts against the cap while held;
+        if its client hangs up before the jobs go in, they stop counting."""
+        d = self.start({"h": [stage("s", "noop", capacity=1)]}, MaxJobsPerUser=3, **POLICY)
+        root = self.connect(d)
+        self.pause(root, "h", "s")
+        a1, a2, a3 = (self.as_user(d, ADMIN) for _ in range(3))
+        self.submit(a1, "h")  # the queue is full now
+        a2.send_call(IFACE + ".Submit", {"pipeline": "h", "payload": {}})
+        self.wait_stats(root, "h", lambda s: s["waiting_clients"] == 1, "the submit is held")
+        self.assertError(a3.call(IFACE + ".SubmitBatch", {"pipeline": "h", "payloads": [{}, {}]}),
+                         IFACE + ".LimitExceeded", {"parameter": "jobs_per_user", "max": 3})
+        a2.close()  # hangs up while held: its job never goes in
+        self.resume(root, "h", "s")
+        self.drain(root, "h")
+        self.wait_stats(root, "h", lambda s: s["waiting_clients"] == 0, "the hold is gone")
+        self.assertEqual(len(self.list_all(root)), 1)
+        self.pause(root, "h", "s")
+        self.submit(a3, "h")
+        a3.send_call(IFACE + ".SubmitBatch", {"pipeline": "h", "payloads": [{}, {}]})
+        self.wait_stats(root, "h", lambda s: s["waiting_clients"] == 1, "the batch is held")
+        self.resume(root, "h", "s")
+        self.assertEqual(len(self.assertReply(a3.recv())["ids"]), 2)
+
     def test_requeue_counts_against_the_submitter(self):
         d = self.start({"f": [stage("bad", "fail"), stage("ok", "noop")]},
                        MaxJobsPerUser=1, **POLICY)
