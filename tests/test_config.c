@@ -828,6 +828,10 @@ START_TEST(test_example_file)
 	ck_assert_uint_eq(c->retain_jobs, 10000);
 	ck_assert_uint_eq(c->retain_bytes, 64 << 20);
 	ck_assert_uint_eq(c->shutdown_timeout_sec, 90);
+	ck_assert_uint_eq(c->socket_mode, 0660);
+	ck_assert_uint_eq(c->socket_group, CONFIG_GID_UNSET);
+	ck_assert_uint_eq(c->keys_set & CONFIG_SET_ACCESS, 0); /* examples are commented out */
+	ck_assert_uint_eq(c->max_jobs_per_user, 0);
 
 	ck_assert_uint_eq(c->n_pipelines, 2);
 	const PipelineConfig *images = config_find_pipeline(c, "images");
