@@ -411,8 +411,9 @@ static void cause_permission(json_t *p, char *buf, size_t len)
 	char who[128];
 	ctl_describe_user((uint32_t)getuid(), who, sizeof(who));
 	if (!method) {
-		snprintf(buf, len, "permission denied by the daemon to %s (ask its administrator "
-		                   "for access)",
+		snprintf(buf, len,
+		         "permission denied by the daemon to %s (ask its administrator "
+		         "for access)",
 		         who);
 		return;
 	}

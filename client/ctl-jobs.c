@@ -690,8 +690,8 @@ static int error_cell(const Ctl *ctl, const JobView *v, int64_t now, char **ret)
 
 static void print_job_table(Ctl *ctl, json_t *jobs)
 {
-	static const char *const headers[] = { "ID",   "PIPELINE", "USER", "STATE",
-		                               "STAGE", "RUNS",    "AGE",  "ERROR" };
+	static const char *const headers[] = { "ID",    "PIPELINE", "USER", "STATE",
+		                               "STAGE", "RUNS",     "AGE",  "ERROR" };
 	Table *t = table_new(8, headers);
 	if (!t) {
 		ctl_oom(ctl);

@@ -54,20 +54,20 @@
 #define GIB (MIB * 1024)
 
 typedef enum KeyType {
-	KEY_NUMBER, /* decimal whole number in min..max */
-	KEY_SIZE,   /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
-	KEY_PATH,   /* absolute path of at most max bytes (0: no limit but the line's) */
-	KEY_ACTION, /* an action_parse spec, kept in canonical form */
-	KEY_DURATION, /* microseconds: a number with a unit us, ms, s, min, h, d (none: s), in min..max;
-	               * "infinity" is 0 when min is 0 */
-	KEY_TEXT,   /* any text of at most max bytes */
-	KEY_EXEC,   /* a command line (exec_template_parse) */
-	KEY_PLUGIN, /* the absolute path of a stage plugin that loads */
-	KEY_STDOUT, /* a ProgramStdout name */
+	KEY_NUMBER,     /* decimal whole number in min..max */
+	KEY_SIZE,       /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
+	KEY_PATH,       /* absolute path of at most max bytes (0: no limit but the line's) */
+	KEY_ACTION,     /* an action_parse spec, kept in canonical form */
+	KEY_DURATION,   /* microseconds: a number with a unit us, ms, s, min, h, d (none: s), in
+	                 * min..max; "infinity" is 0 when min is 0 */
+	KEY_TEXT,       /* any text of at most max bytes */
+	KEY_EXEC,       /* a command line (exec_template_parse) */
+	KEY_PLUGIN,     /* the absolute path of a stage plugin that loads */
+	KEY_STDOUT,     /* a ProgramStdout name */
 	KEY_EXIT_CODES, /* exit statuses 1..255 and the words "timeout" and "signal" */
 	KEY_DURABILITY, /* "full" or "none" (a ConfigDurability) */
-	KEY_MODE,   /* permission bits in octal, 0..max */
-	KEY_GROUP,  /* a group name or gid, stored as the gid */
+	KEY_MODE,       /* permission bits in octal, 0..max */
+	KEY_GROUP,      /* a group name or gid, stored as the gid */
 	KEY_USER_LIST,  /* user names or uids (a ConfigIdList); given again: appended */
 	KEY_GROUP_LIST, /* group names or gids, likewise */
 } KeyType;
@@ -106,8 +106,8 @@ static const KeySpec daemon_keys[] = {
 	  false, NULL },
 	{ "RetainAge", KEY_DURATION, FIELD(Config, retain_age_usec), 0, 3650 * 86400 * USEC_PER_SEC,
 	  7 * 86400 * USEC_PER_SEC, NULL, false, NULL },
-	{ "Durability", KEY_DURABILITY, FIELD(Config, durability), 0, 0, CONFIG_DURABILITY_FULL, NULL,
-	  false, NULL },
+	{ "Durability", KEY_DURABILITY, FIELD(Config, durability), 0, 0, CONFIG_DURABILITY_FULL,
+	  NULL, false, NULL },
 	{ "JournalMinFree", KEY_SIZE, FIELD(Config, journal_min_free), 0, 16 * 1024 * GIB, 64 * MIB,
 	  NULL, false, NULL },
 	{ "SocketMode", KEY_MODE, FIELD(Config, socket_mode), 0, 0777, 0660, NULL, false, NULL },
@@ -490,8 +490,7 @@ static int lookup_name(const char *name, bool is_group, uint32_t *ret)
 
 /* One word of SocketGroup= or of an access list: an id or a name. Returns 1,
  * or 0 with the error recorded. */
-static int resolve_id(Parser *p, const KeySpec *k, const char *word, bool is_group,
-                      uint32_t *ret)
+static int resolve_id(Parser *p, const KeySpec *k, const char *word, bool is_group, uint32_t *ret)
 {
 	const char *what = is_group ? "group" : "user";
 	int r = parse_id(word, ret);
@@ -512,8 +511,7 @@ static int resolve_id(Parser *p, const KeySpec *k, const char *word, bool is_gro
 }
 
 /* Adds the words of value to the list at field (an empty value empties it). */
-static int set_id_list(Parser *p, const KeySpec *k, void *field, const char *value,
-                       bool is_group)
+static int set_id_list(Parser *p, const KeySpec *k, void *field, const char *value, bool is_group)
 {
 	ConfigIdList *l = field;
 	if (value[strspn(value, " \t")] == '\0') {
@@ -1188,8 +1186,7 @@ static bool id_list_has(const ConfigIdList *l, uint32_t id)
 }
 
 /* gid or one of groups is in l. */
-static bool groups_in(const ConfigIdList *l, uint32_t gid, const uint32_t *groups,
-                      size_t n_groups)
+static bool groups_in(const ConfigIdList *l, uint32_t gid, const uint32_t *groups, size_t n_groups)
 {
 	if (id_list_has(l, gid))
 		return true;

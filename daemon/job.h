@@ -98,8 +98,8 @@ typedef struct Job {
 #define JOB_PAYLOAD_MAX (16u * 1024u * 1024u)
 
 /* New job in state JOB_QUEUED, uid JOB_UID_UNKNOWN, with a copy of payload
- * (len bytes, need not be NUL-terminated). Returns 0 and a new Job in *ret_job, -EINVAL for id 0 or a
- * payload over JOB_PAYLOAD_MAX, -ENOMEM. */
+ * (len bytes, need not be NUL-terminated). Returns 0 and a new Job in *ret_job, -EINVAL for id 0 or
+ * a payload over JOB_PAYLOAD_MAX, -ENOMEM. */
 int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job);
 
 /* Bytes a finished job keeps in memory beyond its struct (payload, error,

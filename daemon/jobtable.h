@@ -14,8 +14,8 @@
  * found by it: keys are unique among tracked jobs (the caller checks with
  * jobtable_get_key before it adds one). Retention by age drops finished
  * jobs that finished more than `retain_age_usec` ago, when
- * jobtable_expire is called (the table reads no clock itself). The links live in the Job (hash_next, list_*,
- * done_next), so tracking never allocates per job.
+ * jobtable_expire is called (the table reads no clock itself). The links live in the Job
+ * (hash_next, list_*, done_next), so tracking never allocates per job.
  *
  * Jobs in flight per submitter: each uid with jobs charged to it has a
  * counter (a small hash, entries freed when they reach 0), so that a cap on

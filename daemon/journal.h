@@ -49,7 +49,7 @@
 
 #include "job.h"
 
-#define JOURNAL_SCHEMA_VERSION 2 /* 1: first; 2: jobs.uid */
+#define JOURNAL_SCHEMA_VERSION 2            /* 1: first; 2: jobs.uid */
 #define JOURNAL_FILE "journal.db" /* in the state directory */
 /* Changes appended and not yet committed, beyond which journal_put and
  * journal_delete with may_block wait for the writer (workers: backpressure

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <uv.h>
 
 #include "crashpoint.h"
 #include "jobtable.h"
@@ -213,7 +212,7 @@ struct Server {
 		uint32_t method;
 	} refusals[REFUSALS_LOGGED_MAX];
 	unsigned n_refusals;
-	bool refusals_full;    /* the one line saying so has been logged */
+	bool refusals_full;     /* the one line saying so has been logged */
 	bool peergroups_warned; /* SO_PEERGROUPS failed once: said so */
 	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
 	char readbuf[64 * 1024];
@@ -2292,17 +2291,18 @@ static void log_refusal(Conn *c, size_t m)
 			return;
 	if (s->n_refusals == REFUSALS_LOGGED_MAX) {
 		if (!s->refusals_full)
-			log_warning("permission denied to %u different callers and methods; further "
-			            "refusals are not logged",
-			            REFUSALS_LOGGED_MAX);
+			log_warning(
+			        "permission denied to %u different callers and methods; further "
+			        "refusals are not logged",
+			        REFUSALS_LOGGED_MAX);
 		s->refusals_full = true;
 		return;
 	}
 	s->refusals[s->n_refusals].uid = c->uid;
 	s->refusals[s->n_refusals].method = (uint32_t)m;
 	s->n_refusals++;
-	ConfigAccess a = config_access(s->config, c->uid, c->gid, c->groups, c->n_groups,
-	                               s->self_uid);
+	ConfigAccess a =
+	        config_access(s->config, c->uid, c->gid, c->groups, c->n_groups, s->self_uid);
 	log_warning("permission denied: uid %" PRIu32 " (pid %" PRId32 ", connection %" PRIu64
 	            ") may not call %s (%s); logged once per user and method",
 	            c->uid, c->pid, c->number, methods[m].name,
@@ -2510,10 +2510,11 @@ static void conn_read_peer(Conn *c)
 	}
 	if (r < 0) {
 		if (!s->peergroups_warned)
-			log_warning("cannot read the supplementary groups of a peer (SO_PEERGROUPS: "
-			            "%s): only their primary group counts for AllowGroups= and "
-			            "ReadOnlyGroups=",
-			            strerror(errno));
+			log_warning(
+			        "cannot read the supplementary groups of a peer (SO_PEERGROUPS: "
+			        "%s): only their primary group counts for AllowGroups= and "
+			        "ReadOnlyGroups=",
+			        strerror(errno));
 		s->peergroups_warned = true;
 	} else if (len >= sizeof(gid_t)) {
 		size_t n = len / sizeof(gid_t);
@@ -2591,8 +2592,8 @@ static int socket_set_access(const Config *c, const char *path)
 {
 	if (c->socket_group != CONFIG_GID_UNSET && chown(path, (uid_t)-1, c->socket_group) < 0) {
 		int r = -errno;
-		log_error("cannot give the socket %s the group %" PRIu32 " (SocketGroup=): %s", path,
-		          c->socket_group, strerror(-r));
+		log_error("cannot give the socket %s the group %" PRIu32 " (SocketGroup=): %s",
+		          path, c->socket_group, strerror(-r));
 		return r;
 	}
 	if (chmod(path, c->socket_mode) < 0) {
@@ -2615,9 +2616,10 @@ int server_listen(Server *s, int fd)
 	if (fd >= 0) {
 		r = uv_pipe_open(&s->listener, fd);
 		if (s->config->keys_set & (CONFIG_SET_SOCKET_MODE | CONFIG_SET_SOCKET_GROUP))
-			log_warning("SocketMode= and SocketGroup= are ignored: the socket was passed "
-			            "by systemd, whose .socket unit's SocketMode= and SocketGroup= "
-			            "apply");
+			log_warning(
+			        "SocketMode= and SocketGroup= are ignored: the socket was passed "
+			        "by systemd, whose .socket unit's SocketMode= and SocketGroup= "
+			        "apply");
 	} else {
 		/* uv_pipe_bind would silently cut a long path (config checks it). */
 		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
@@ -3144,7 +3146,8 @@ int server_recover(Server *s, Journal *journal, char *err, size_t errlen)
 			/* Counts against its submitter's MaxJobsPerUser= like a
 			 * new one (uncounted only if memory runs out here). */
 			if (jobtable_charge(&s->jobs, job) < 0)
-				log_warning("job %" PRIu64 ": out of memory counting it against uid "
+				log_warning("job %" PRIu64
+				            ": out of memory counting it against uid "
 				            "%" PRIu32 "'s jobs in flight",
 				            job->id, job->uid);
 			int pr = pipeline_resume(line->pipeline, job, job->stage);

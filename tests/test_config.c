@@ -271,7 +271,8 @@ static const struct {
 	{ EXEC_KEY("RetryExitCodes ="), 4, "RetryExitCodes", "expected exit statuses 1..255" },
 	{ EXEC_KEY("MaxAttempts = 0"), 4, "MaxAttempts", "not a whole number in 1..100" },
 	{ EXEC_KEY("MaxAttempts = 101"), 4, "MaxAttempts", "not a whole number in 1..100" },
-	{ EXEC_KEY("Stdout = yaml"), 4, "Stdout", "unknown value (known: json, json-required, ignore)" },
+	{ EXEC_KEY("Stdout = yaml"), 4, "Stdout",
+	  "unknown value (known: json, json-required, ignore)" },
 	{ EXEC_KEY("StderrTail = 65K"), 4, "StderrTail", "not a size in 0..64KiB" },
 	{ EXEC_KEY("WorkingDirectory = tmp"), 4, "WorkingDirectory", "not an absolute path" },
 	{ "[pipeline p]\n[stage p/s]\nExec = bin/true\n", 3, "Exec", "absolute path" },
@@ -285,8 +286,8 @@ static const struct {
 	/* Whole-file checks: the one nearest the top is reported. */
 	{ "[pipeline a]\n" OK_PIPELINE, 1, "[pipeline a]",
 	  "pipeline 'a' has no stages (add a [stage a/NAME] section)" },
-	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5,
-	  "[stage b/x]", "the stage does nothing" },
+	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5, "[stage b/x]",
+	  "the stage does nothing" },
 	{ OK_PIPELINE "[pipeline a]\n[pipeline b]\n[stage b/x]\nWorkers = 1\n", 4, "[pipeline a]",
 	  "has no stages" },
 	{ "", 0, "", "no pipeline defined" },
@@ -878,7 +879,6 @@ START_TEST(test_durability_keys)
 }
 END_TEST
 
-
 /* The access keys: defaults, values at their limits, ids and names, lists
  * that grow when given again, and the decision config_access makes. */
 START_TEST(test_access_keys)
@@ -973,7 +973,8 @@ START_TEST(test_access_list_limit)
 			                  10000 + CONFIG_ID_LIST_MAX - 1);
 			config_free(c);
 		} else {
-			expect_error(t.s, -EINVAL, 1 + lines, "ReadOnlyGroups", "more than 1024 groups");
+			expect_error(t.s, -EINVAL, 1 + lines, "ReadOnlyGroups",
+			             "more than 1024 groups");
 		}
 		free(t.s);
 	}

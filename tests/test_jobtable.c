@@ -173,7 +173,6 @@ START_TEST(test_retention_by_age)
 }
 END_TEST
 
-
 /* Jobs in flight per uid: charged on request, discharged when finished or
  * on request, counters gone at 0, unknown uids never counted. */
 START_TEST(test_uid_counts)

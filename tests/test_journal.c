@@ -112,7 +112,9 @@ static JournalJob full_row(uint64_t id, RowBuf *b)
 		.finished_usec = 1700000000200000u + id,
 		.retry_at_usec = 1700000000300000u + id,
 		/* Every uid but the unknown one fits: 0 (root) and the largest. */
-		.uid = id % 3 == 0 ? 0 : id % 3 == 1 ? JOB_UID_UNKNOWN - 1 : 1000 + (uint32_t)id,
+		.uid = id % 3 == 0   ? 0
+		       : id % 3 == 1 ? JOB_UID_UNKNOWN - 1
+		                     : 1000 + (uint32_t)id,
 	};
 }
 
@@ -738,8 +740,8 @@ START_TEST(test_bad_uid_refused_by_load)
 		raw_exec("DELETE FROM jobs");
 		char sql[256];
 		snprintf(sql, sizeof(sql),
-		         "INSERT INTO jobs VALUES(7, 'p', 's', 0, 'queued', 1, 0, '{}', NULL, NULL, 0, "
-		         "0, 0, 0, NULL, NULL, 0, 0, 0, 0, %s)",
+		         "INSERT INTO jobs VALUES(7, 'p', 's', 0, 'queued', 1, 0, '{}', NULL, "
+		         "NULL, 0, 0, 0, 0, NULL, NULL, 0, 0, 0, 0, %s)",
 		         bad[i]);
 		raw_exec(sql);
 		Journal *j = open_ok(0);
@@ -788,13 +790,29 @@ START_TEST(test_migrates_version_1)
 	uint64_t next_id = 0;
 	char err[512] = "";
 	Expect e = { .n = 2 };
-	e.rows[0] = (JournalJob){ .id = 1, .pipeline = "p", .stage = "s", .state = JOB_QUEUED,
-		                  .attempt = 1, .payload = "{\"a\":1}", .payload_len = 7,
-		                  .key = "k1", .submitted_usec = 100, .uid = JOB_UID_UNKNOWN };
-	e.rows[1] = (JournalJob){ .id = 2, .pipeline = "p", .stage = "t", .stage_index = 1,
-		                  .state = JOB_DONE, .attempt = 1, .runs = 2, .payload = "{}",
-		                  .payload_len = 2, .submitted_usec = 100, .started_usec = 101,
-		                  .finished_usec = 102, .uid = JOB_UID_UNKNOWN };
+	e.rows[0] = (JournalJob){ .id = 1,
+		                  .pipeline = "p",
+		                  .stage = "s",
+		                  .state = JOB_QUEUED,
+		                  .attempt = 1,
+		                  .payload = "{\"a\":1}",
+		                  .payload_len = 7,
+		                  .key = "k1",
+		                  .submitted_usec = 100,
+		                  .uid = JOB_UID_UNKNOWN };
+	e.rows[1] = (JournalJob){ .id = 2,
+		                  .pipeline = "p",
+		                  .stage = "t",
+		                  .stage_index = 1,
+		                  .state = JOB_DONE,
+		                  .attempt = 1,
+		                  .runs = 2,
+		                  .payload = "{}",
+		                  .payload_len = 2,
+		                  .submitted_usec = 100,
+		                  .started_usec = 101,
+		                  .finished_usec = 102,
+		                  .uid = JOB_UID_UNKNOWN };
 	ck_assert_int_eq(journal_load(j, check_row, &e, &next_id, err, sizeof(err)), 0);
 	ck_assert_uint_eq(e.seen, 2);
 	ck_assert_uint_eq(next_id, 3);

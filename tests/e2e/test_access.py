@@ -20,8 +20,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (HANG_GUARD, IFACE, PIPELINECTL, E2ETestCase, VarlinkConnection,
-                     have_pipelinectl, stage, wait_until)
+from harness import (HANG_GUARD, IFACE, PIPELINECTL, PIPELINED, E2ETestCase,
+                     VarlinkConnection, have_pipelinectl, stage, wait_until)
 
 SERVICE = "org.varlink.service"
 
@@ -148,6 +148,26 @@ class Access(E2ETestCase):
         self.assertEqual(os.stat(d2.sock).st_mode & 0o7777, 0o600)
         with self.assertRaises(PermissionError):
             connect_as(d2.sock, ADMIN)
+
+    @unittest.skipUnless(shutil.which("systemd-socket-activate"), "needs systemd-socket-activate")
+    def test_a_socket_passed_by_systemd_keeps_its_mode(self):
+        """With socket activation the .socket unit decides the mode and group:
+        the daemon leaves the socket as it got it and logs that its keys are
+        ignored."""
+        d = self.start_daemon(PIPELINES, start=False, SocketMode="0600", SocketGroup=4242)
+        os.chmod(d.dir, 0o755)
+        with open(d.stderr_path, "ab") as err:
+            d.proc = subprocess.Popen(
+                ["systemd-socket-activate", "-l", d.sock,
+                 PIPELINED, "-c", d.conf, "--socket", d.sock],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=d.dir)
+        wait_until(lambda: d.proc.poll() is not None or d.probe(), "the daemon answers")
+        self.assertIsNone(d.proc.poll(), d.stderr())
+        st = os.stat(d.sock)
+        self.assertNotEqual(st.st_gid, 4242)
+        self.assertNotEqual(st.st_mode & 0o777, 0o600)
+        self.assertIn("SocketMode= and SocketGroup= are ignored: the socket was passed by "
+                      "systemd", d.stderr())
 
     def test_unknown_user_or_group_stops_the_start(self):
         """An unknown name is a configuration error naming it (exit 78)."""
