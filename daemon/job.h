@@ -8,7 +8,7 @@
  *
  * Threads: any thread may call these functions on a Job it owns. While a job
  * is inside a pipeline, another thread (the event loop, which tracks every
- * job it submitted) may read `id`, `submitted_usec` (both immutable), `state`
+ * job it submitted) may read `id`, `uid`, `submitted_usec` (immutable), `state`
  * and `stage` (atomic), and may cancel it with job_cancel; it must not touch
  * anything else until the job comes back through on_end. */
 #pragma once
