@@ -220,6 +220,11 @@ class Access(E2ETestCase):
             (4022, READ_GROUP, [], False, True),
             (4023, 4023, [READ_GROUP], False, True),
             (4024, 4024, [7, 8], False, False),
+            # More groups than the daemon's first buffer (32) holds, and as
+            # many as Linux allows (NGROUPS_MAX, PEER_GROUPS_MAX): the one
+            # that grants access comes last.
+            (4025, 4025, list(range(6000, 6039)) + [READ_GROUP], False, True),
+            (4026, 4026, list(range(6000, 6000 + 65535)) + [ADMIN_GROUP], True, True),
         ]
         for uid, gid, groups, may_submit, may_read in cases:
             with self.subTest(uid=uid, gid=gid, groups=groups):
