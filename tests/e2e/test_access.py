@@ -474,9 +474,14 @@ class Access(E2ETestCase):
         admin = self.as_user(d, ADMIN)
         stranger = self.as_user(d, STRANGER)
         self.denied(stranger, IFACE + ".Submit", {"pipeline": "p", "payload": {}})
-        keys = dict(POLICY, AllowUsers="%d %d" % (STRANGER, 4040), ReadOnlyUsers="")
+        keys = dict(POLICY, AllowUsers="%d %d" % (STRANGER, 4040), ReadOnlyUsers="",
+                    SocketMode="0600")
         d.write_config(PIPELINES, **keys)
         self.ok(root, IFACE + ".Reload")
+        # The socket keeps its mode until a restart, and the log says so.
+        self.assertEqual(os.stat(d.sock).st_mode & 0o777, 0o666)
+        self.assertIn("reload: SocketMode= and SocketGroup= changes take effect at restart",
+                      d.stderr())
         # The same connections, the new lists.
         self.submit(stranger, "p")
         self.denied(admin, IFACE + ".Submit", {"pipeline": "p", "payload": {}})
