@@ -1080,6 +1080,12 @@ static void fill_error(ConfigError *err, const char *path, unsigned line, const 
 	copy_ellipsized(err->reason, sizeof(err->reason), reason);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 int config_load(const char *path, Config **ret, ConfigError *err)
 {
 	char ebuf[128];
@@ -1118,6 +1124,13 @@ int config_load(const char *path, Config **ret, ConfigError *err)
 		     strerror_r(p->read_errno, ebuf, sizeof(ebuf)));
 	if (p->error == 0)
 		check_complete(p);
+	if (p->error == 0) {
+		ConfigIdList *lists[] = { &c->allow_users, &c->allow_groups, &c->read_only_users,
+			                  &c->read_only_groups };
+		for (size_t i = 0; i < ELEMENTSOF(lists); i++)
+			if (lists[i]->n > 1)
+				qsort(lists[i]->ids, lists[i]->n, sizeof(uint32_t), cmp_id);
+	}
 
 	r = p->error;
 	if (r < 0) {
@@ -1179,10 +1192,7 @@ bool config_pipeline_same_shape(const PipelineConfig *a, const PipelineConfig *b
 
 static bool id_list_has(const ConfigIdList *l, uint32_t id)
 {
-	for (size_t i = 0; i < l->n; i++)
-		if (l->ids[i] == id)
-			return true;
-	return false;
+	return l->n > 0 && bsearch(&id, l->ids, l->n, sizeof(uint32_t), cmp_id);
 }
 
 /* gid or one of groups is in l. */

@@ -118,7 +118,8 @@ typedef enum ConfigDurability {
 	CONFIG_DURABILITY_NONE,
 } ConfigDurability;
 
-/* Users or groups of an access key, resolved to ids, in file order. */
+/* Users or groups of an access key, resolved to ids, sorted (config_access
+ * searches them in O(log n) for each of a peer's groups). */
 typedef struct ConfigIdList {
 	uint32_t *ids; /* owned; NULL when n is 0 */
 	size_t n;      /* at most CONFIG_ID_LIST_MAX */

@@ -172,6 +172,10 @@ typedef struct Conn {
 	int32_t pid;
 	uint32_t *groups; /* owned: supplementary groups; NULL when n_groups is 0 */
 	size_t n_groups;
+	/* config_access for this peer under configuration access_gen (a
+	 * ConfigAccess), so that a call costs no list search. */
+	unsigned access;
+	uint64_t access_gen;
 } Conn;
 
 struct Server {
@@ -215,6 +219,7 @@ struct Server {
 	bool refusals_full;     /* the one line saying so has been logged */
 	bool peergroups_warned; /* SO_PEERGROUPS failed once: said so */
 	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
+	uint64_t config_gen;    /* 1, plus one per reload that took effect */
 	char readbuf[64 * 1024];
 };
 
@@ -2099,6 +2104,7 @@ static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, 
 		log_warning("reload: SocketMode= and SocketGroup= changes take effect at restart");
 	config_free(s->config);
 	s->config = next;
+	s->config_gen++; /* every connection's access is decided again */
 	log_access_policy(next, s->self_uid); /* for the calls from now on */
 	jobtable_set_retention(&s->jobs, next->retain_jobs, next->retain_bytes);
 	jobtable_set_retain_age(&s->jobs, next->retain_age_usec);
@@ -2271,14 +2277,25 @@ static const struct {
 	{ "io.pipelined.Shutdown", method_shutdown, METHOD_MODIFY },
 };
 
-/* May c's peer call a method of class cls, under the access keys in force
- * now (a reload applies to the calls after it)? */
+/* What c's peer may call under the access keys in force now (a reload
+ * applies to the calls after it). */
+static ConfigAccess peer_access(Conn *c)
+{
+	Server *s = c->server;
+	if (c->access_gen != s->config_gen) {
+		c->access = config_access(s->config, c->uid, c->gid, c->groups, c->n_groups,
+		                          s->self_uid);
+		c->access_gen = s->config_gen;
+	}
+	return (ConfigAccess)c->access;
+}
+
+/* May c's peer call a method of class cls? */
 static bool peer_may_call(Conn *c, MethodClass cls)
 {
 	if (cls == METHOD_INTROSPECT)
 		return true;
-	ConfigAccess a = config_access(c->server->config, c->uid, c->gid, c->groups, c->n_groups,
-	                               c->server->self_uid);
+	ConfigAccess a = peer_access(c);
 	return a == CONFIG_ACCESS_ALL || (cls == METHOD_READ && a == CONFIG_ACCESS_READ_ONLY);
 }
 
@@ -2301,8 +2318,7 @@ static void log_refusal(Conn *c, size_t m)
 	s->refusals[s->n_refusals].uid = c->uid;
 	s->refusals[s->n_refusals].method = (uint32_t)m;
 	s->n_refusals++;
-	ConfigAccess a =
-	        config_access(s->config, c->uid, c->gid, c->groups, c->n_groups, s->self_uid);
+	ConfigAccess a = peer_access(c);
 	log_warning("permission denied: uid %" PRIu32 " (pid %" PRId32 ", connection %" PRIu64
 	            ") may not call %s (%s); logged once per user and method",
 	            c->uid, c->pid, c->number, methods[m].name,
@@ -2832,6 +2848,7 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	s->config = config;
 	s->next_id = 1;
 	s->self_uid = geteuid();
+	s->config_gen = 1;
 	list_init(&s->lines);
 	list_init(&s->conns);
 	list_init(&s->job_waiters);

@@ -911,11 +911,12 @@ START_TEST(test_access_keys)
 	ck_assert_uint_eq(c->socket_group, 4294967294u);
 	config_free(c);
 
-	c = load_ok(DAEMON_KEY("AllowUsers = root 1001\n"
-	                       "AllowUsers = 1002\t 4294967294\n"
+	/* Out of order on purpose: the lists come back sorted. */
+	c = load_ok(DAEMON_KEY("AllowUsers = 1001 root\n"
+	                       "AllowUsers = 4294967294\t 1002\n"
 	                       "AllowGroups = 2000\n"
 	                       "ReadOnlyUsers = 3000\n"
-	                       "ReadOnlyGroups = root 4000"));
+	                       "ReadOnlyGroups = 4000 root"));
 	ck_assert_uint_eq(c->keys_set, CONFIG_SET_ACCESS);
 	ck_assert_uint_eq(c->allow_users.n, 4);
 	ck_assert_uint_eq(c->allow_users.ids[0], 0);
