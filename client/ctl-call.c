@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Whether a progress line is on the terminal now (ctl_error clears it). */
 static bool progress_shown;
@@ -402,9 +403,25 @@ static void cause_no_method(json_t *p, char *buf, size_t len)
 	                                                         : pstr(p, "interface"));
 }
 
+/* io.pipelined.PermissionDenied names the method; another interface's
+ * (systemd sends org.varlink.service.PermissionDenied) may not. */
 static void cause_permission(json_t *p, char *buf, size_t len)
 {
-	snprintf(buf, len, "permission denied by the daemon (ask an administrator for access)");
+	const char *method = json_string_value(json_object_get(p, "method"));
+	char who[128];
+	ctl_describe_user((uint32_t)getuid(), who, sizeof(who));
+	if (!method) {
+		snprintf(buf, len,
+		         "permission denied by the daemon to %s (ask its administrator "
+		         "for access)",
+		         who);
+		return;
+	}
+	snprintf(buf, len,
+	         "permission denied: %s may not call %s (the daemon's administrator grants it "
+	         "with AllowUsers= or AllowGroups=%s in pipelined.conf)",
+	         who, method,
+	         ctl_method_is_read_only(method) ? ", or ReadOnlyUsers= or ReadOnlyGroups=" : "");
 }
 
 static const ErrorMap error_map[] = {
@@ -427,8 +444,8 @@ static const ErrorMap error_map[] = {
 	{ PROTO_ERR_EXPECTED_MORE, EXIT_REFUSED, cause_expected_more },
 };
 
-/* Not declared by io.pipelined yet; any interface's PermissionDenied (systemd
- * sends org.varlink.service.PermissionDenied) means the same to a user. */
+/* io.pipelined.PermissionDenied, or any interface's (systemd sends
+ * org.varlink.service.PermissionDenied): the same to a user. */
 static bool is_permission_denied(const char *name)
 {
 	const char *dot = strrchr(name, '.');

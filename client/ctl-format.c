@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -388,6 +389,51 @@ static void print_stderr_tail(const JobView *v)
 	putchar('\n');
 }
 
+const char *ctl_describe_user(uint32_t uid, char *buf, size_t len)
+{
+	char pwbuf[1024];
+	struct passwd pw, *res = NULL;
+	if (getpwuid_r((uid_t)uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
+		snprintf(buf, len, "%s (uid %" PRIu32 ")", res->pw_name, uid);
+	else
+		snprintf(buf, len, "uid %" PRIu32, uid);
+	return buf;
+}
+
+bool ctl_method_is_read_only(const char *method)
+{
+	static const char *const read_only[] = {
+		"io.pipelined.GetJob", "io.pipelined.ListJobs", "io.pipelined.WaitJob",
+		"io.pipelined.Watch",  "io.pipelined.Stats",
+	};
+	for (size_t i = 0; i < sizeof(read_only) / sizeof(read_only[0]); i++)
+		if (strcmp(method, read_only[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The name of uid for a table cell, or its number; the last answer is
+ * remembered (a listing has runs of one submitter). Returns buf. */
+const char *ctl_user_name(uint32_t uid, char buf[FMT_BUF])
+{
+	static uint32_t last_uid;
+	static char last[FMT_BUF];
+	static bool have_last;
+	if (!have_last || last_uid != uid) {
+		char pwbuf[1024];
+		struct passwd pw, *res = NULL;
+		if (getpwuid_r((uid_t)uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res &&
+		    strlen(res->pw_name) < sizeof(last))
+			snprintf(last, sizeof(last), "%s", res->pw_name);
+		else
+			snprintf(last, sizeof(last), "%" PRIu32, uid);
+		last_uid = uid;
+		have_last = true;
+	}
+	memcpy(buf, last, FMT_BUF);
+	return buf;
+}
+
 void print_job(const Ctl *ctl, json_t *job)
 {
 	if (ctl->json) {
@@ -412,6 +458,13 @@ void print_job(const Ctl *ctl, json_t *job)
 	const char *key = json_string_value(json_object_get(job, "key"));
 	if (key)
 		print_field("key:", key); /* the client's text: shown safely */
+	json_t *uid = json_object_get(job, "uid");
+	if (json_is_integer(uid) && json_integer_value(uid) >= 0 &&
+	    json_integer_value(uid) < UINT32_MAX) {
+		char who[128];
+		printf("user:      %s\n",
+		       ctl_describe_user((uint32_t)json_integer_value(uid), who, sizeof(who)));
+	}
 	if (v.submitted_usec > 0)
 		printf("submitted: %s (%s ago)\n", fmt_time(v.submitted_usec, false, b1),
 		       fmt_duration(ctl, now - v.submitted_usec, b2));

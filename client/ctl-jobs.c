@@ -690,9 +690,9 @@ static int error_cell(const Ctl *ctl, const JobView *v, int64_t now, char **ret)
 
 static void print_job_table(Ctl *ctl, json_t *jobs)
 {
-	static const char *const headers[] = { "ID",   "PIPELINE", "STATE", "STAGE",
-		                               "RUNS", "AGE",      "ERROR" };
-	Table *t = table_new(7, headers);
+	static const char *const headers[] = { "ID",    "PIPELINE", "USER", "STATE",
+		                               "STAGE", "RUNS",     "AGE",  "ERROR" };
+	Table *t = table_new(8, headers);
 	if (!t) {
 		ctl_oom(ctl);
 		return;
@@ -704,7 +704,7 @@ static void print_job_table(Ctl *ctl, json_t *jobs)
 	json_array_foreach(jobs, i, job)
 	{
 		JobView v;
-		char id[FMT_BUF], runs[FMT_BUF], age[FMT_BUF], *error;
+		char id[FMT_BUF], runs[FMT_BUF], age[FMT_BUF], user[FMT_BUF], *error;
 		job_view(job, &v);
 		if (error_cell(ctl, &v, now, &error) < 0) {
 			ctl_oom(ctl);
@@ -713,8 +713,15 @@ static void print_job_table(Ctl *ctl, json_t *jobs)
 		snprintf(id, sizeof(id), "%" PRId64, v.id);
 		snprintf(runs, sizeof(runs), "%" PRId64, v.runs);
 		fmt_duration(ctl, v.submitted_usec > 0 ? now - v.submitted_usec : 0, age);
+		/* Absent (a job recorded before uids were): "-". */
+		json_t *uid = json_object_get(job, "uid");
+		bool has_uid = json_is_integer(uid) && json_integer_value(uid) >= 0 &&
+		               json_integer_value(uid) < UINT32_MAX;
+		if (has_uid)
+			ctl_user_name((uint32_t)json_integer_value(uid), user);
 		const char *cells[] = {
-			id, v.pipeline, v.state, v.stage, runs, age, error ? error : "",
+			id,   v.pipeline, has_uid ? user : NULL, v.state, v.stage,
+			runs, age,        error ? error : "",
 		};
 		int r = table_add(t, cells);
 		free(error);

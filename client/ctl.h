@@ -109,6 +109,13 @@ int ctl_oom(Ctl *ctl);
  * buf; "" if there are none. */
 const char *ctl_reply_names(json_t *params, const char *key, char *buf, size_t len);
 
+/* A user for people: "alice (uid 1001)", or "uid 1001" when the name does
+ * not resolve. Returns buf. */
+const char *ctl_describe_user(uint32_t uid, char *buf, size_t len);
+/* True for the methods a read-only caller may call (ReadOnlyUsers=): the
+ * daemon's classes, for the hint of a PermissionDenied message. */
+bool ctl_method_is_read_only(const char *method);
+
 /* Progress on stderr, only when it is a terminal: a line rewritten in place
  * (\r), cleared by ctl_progress_end or by any ctl_error. */
 void ctl_progress(Ctl *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -123,6 +130,10 @@ void ctl_print_json_line(const json_t *j);
 /* ---- ctl-format.c ---- */
 
 #define FMT_BUF 64
+
+/* A job's submitter for a table cell: the user name, or the uid when it
+ * does not resolve. Returns buf. */
+const char *ctl_user_name(uint32_t uid, char buf[FMT_BUF]);
 
 /* 1234567 → "1,234,567". Returns buf. */
 char *fmt_count(int64_t n, char buf[FMT_BUF]);

@@ -24,7 +24,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,18 +54,22 @@
 #define GIB (MIB * 1024)
 
 typedef enum KeyType {
-	KEY_NUMBER, /* decimal whole number in min..max */
-	KEY_SIZE,   /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
-	KEY_PATH,   /* absolute path of at most max bytes (0: no limit but the line's) */
-	KEY_ACTION, /* an action_parse spec, kept in canonical form */
-	KEY_DURATION, /* microseconds: a number with a unit us, ms, s, min, h, d (none: s), in min..max;
-	               * "infinity" is 0 when min is 0 */
-	KEY_TEXT,   /* any text of at most max bytes */
-	KEY_EXEC,   /* a command line (exec_template_parse) */
-	KEY_PLUGIN, /* the absolute path of a stage plugin that loads */
-	KEY_STDOUT, /* a ProgramStdout name */
+	KEY_NUMBER,     /* decimal whole number in min..max */
+	KEY_SIZE,       /* bytes: a number with an optional K/KiB/M/MiB/G/GiB suffix, in min..max */
+	KEY_PATH,       /* absolute path of at most max bytes (0: no limit but the line's) */
+	KEY_ACTION,     /* an action_parse spec, kept in canonical form */
+	KEY_DURATION,   /* microseconds: a number with a unit us, ms, s, min, h, d (none: s), in
+	                 * min..max; "infinity" is 0 when min is 0 */
+	KEY_TEXT,       /* any text of at most max bytes */
+	KEY_EXEC,       /* a command line (exec_template_parse) */
+	KEY_PLUGIN,     /* the absolute path of a stage plugin that loads */
+	KEY_STDOUT,     /* a ProgramStdout name */
 	KEY_EXIT_CODES, /* exit statuses 1..255 and the words "timeout" and "signal" */
 	KEY_DURABILITY, /* "full" or "none" (a ConfigDurability) */
+	KEY_MODE,       /* permission bits in octal, 0..max */
+	KEY_GROUP,      /* a group name or gid, stored as the gid */
+	KEY_USER_LIST,  /* user names or uids (a ConfigIdList); given again: appended */
+	KEY_GROUP_LIST, /* group names or gids, likewise */
 } KeyType;
 
 /* One key of a section: where its value goes and how it is read. Adding a
@@ -100,10 +106,25 @@ static const KeySpec daemon_keys[] = {
 	  false, NULL },
 	{ "RetainAge", KEY_DURATION, FIELD(Config, retain_age_usec), 0, 3650 * 86400 * USEC_PER_SEC,
 	  7 * 86400 * USEC_PER_SEC, NULL, false, NULL },
-	{ "Durability", KEY_DURABILITY, FIELD(Config, durability), 0, 0, CONFIG_DURABILITY_FULL, NULL,
-	  false, NULL },
+	{ "Durability", KEY_DURABILITY, FIELD(Config, durability), 0, 0, CONFIG_DURABILITY_FULL,
+	  NULL, false, NULL },
 	{ "JournalMinFree", KEY_SIZE, FIELD(Config, journal_min_free), 0, 16 * 1024 * GIB, 64 * MIB,
 	  NULL, false, NULL },
+	{ "SocketMode", KEY_MODE, FIELD(Config, socket_mode), 0, 0777, 0660, NULL, false, NULL },
+	{ "SocketGroup", KEY_GROUP, FIELD(Config, socket_group), 0, 0, CONFIG_GID_UNSET, NULL,
+	  false, NULL },
+	{ "AllowUsers", KEY_USER_LIST, FIELD(Config, allow_users), 0, CONFIG_ID_LIST_MAX, 0, NULL,
+	  false, NULL },
+	{ "AllowGroups", KEY_GROUP_LIST, FIELD(Config, allow_groups), 0, CONFIG_ID_LIST_MAX, 0,
+	  NULL, false, NULL },
+	{ "ReadOnlyUsers", KEY_USER_LIST, FIELD(Config, read_only_users), 0, CONFIG_ID_LIST_MAX, 0,
+	  NULL, false, NULL },
+	{ "ReadOnlyGroups", KEY_GROUP_LIST, FIELD(Config, read_only_groups), 0, CONFIG_ID_LIST_MAX,
+	  0, NULL, false, NULL },
+	/* In flight, a uid's jobs are bounded by the queues anyway; the cap
+	 * only has to fit them. */
+	{ "MaxJobsPerUser", KEY_NUMBER, FIELD(Config, max_jobs_per_user), 0, 10000000, 0, NULL,
+	  false, NULL },
 };
 
 /* Stage keys; the indexes name bits of StageConfig.keys_set. */
@@ -399,7 +420,8 @@ static int apply_defaults(void *base, const KeySpec *keys, size_t n_keys)
 		void *field = (char *)base + keys[i].offset;
 		if (keys[i].type == KEY_NUMBER || keys[i].type == KEY_SIZE ||
 		    keys[i].type == KEY_DURATION || keys[i].type == KEY_STDOUT ||
-		    keys[i].type == KEY_DURABILITY) {
+		    keys[i].type == KEY_DURABILITY || keys[i].type == KEY_MODE ||
+		    keys[i].type == KEY_GROUP) {
 			store_number(field, keys[i].width, keys[i].dflt);
 		} else if (keys[i].dflt_text) {
 			char *s = strdup(keys[i].dflt_text);
@@ -409,6 +431,116 @@ static int apply_defaults(void *base, const KeySpec *keys, size_t n_keys)
 		}
 	}
 	return 0;
+}
+
+/* A uid or gid written as a number: digits only, below (uint32_t)-1, which
+ * means "none" to chown and setresuid. -EINVAL if s is not a number at all,
+ * -ERANGE if it is one out of range. */
+static int parse_id(const char *s, uint32_t *ret)
+{
+	uint64_t v;
+	if (!parse_number(s, &v))
+		return -EINVAL;
+	if (v >= UINT32_MAX)
+		return -ERANGE;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+/* Looks a user (is_group false) or group name up through NSS. Returns 0,
+ * -ENOENT if there is none, -ENOMEM, or another -errno from NSS. */
+static int lookup_name(const char *name, bool is_group, uint32_t *ret)
+{
+	size_t size = 1024;
+	for (;;) {
+		char *buf = malloc(size);
+		if (!buf)
+			return -ENOMEM;
+		int r;
+		uint32_t id = 0;
+		bool found = false;
+		if (is_group) {
+			struct group g, *res = NULL;
+			r = getgrnam_r(name, &g, buf, size, &res);
+			if (r == 0 && res) {
+				found = true;
+				id = res->gr_gid;
+			}
+		} else {
+			struct passwd pw, *res = NULL;
+			r = getpwnam_r(name, &pw, buf, size, &res);
+			if (r == 0 && res) {
+				found = true;
+				id = res->pw_uid;
+			}
+		}
+		free(buf);
+		if (r == ERANGE && size < 1024 * 1024) {
+			size *= 4;
+			continue;
+		}
+		if (r != 0)
+			return -r;
+		if (!found)
+			return -ENOENT;
+		*ret = id;
+		return 0;
+	}
+}
+
+/* One word of SocketGroup= or of an access list: an id or a name. Returns 1,
+ * or 0 with the error recorded. */
+static int resolve_id(Parser *p, const KeySpec *k, const char *word, bool is_group, uint32_t *ret)
+{
+	const char *what = is_group ? "group" : "user";
+	int r = parse_id(word, ret);
+	if (r == 0)
+		return 1;
+	if (r == -ERANGE)
+		return fail(p, -EINVAL, p->lineno, k->name, "%s id %s out of range (0..%u)", what,
+		            word, UINT32_MAX - 1);
+	r = lookup_name(word, is_group, ret);
+	if (r == -ENOMEM)
+		return fail_oom(p, k->name);
+	if (r == -ENOENT)
+		return fail(p, -EINVAL, p->lineno, k->name, "unknown %s '%s'", what, word);
+	if (r < 0)
+		return fail(p, -EINVAL, p->lineno, k->name, "cannot look %s '%s' up: %s", what,
+		            word, strerror(-r));
+	return 1;
+}
+
+/* Adds the words of value to the list at field (an empty value empties it). */
+static int set_id_list(Parser *p, const KeySpec *k, void *field, const char *value, bool is_group)
+{
+	ConfigIdList *l = field;
+	if (value[strspn(value, " \t")] == '\0') {
+		free(l->ids);
+		*l = (ConfigIdList){ 0 };
+		return 1;
+	}
+	while (*value) {
+		value += strspn(value, " \t");
+		size_t n = strcspn(value, " \t");
+		if (n == 0)
+			break;
+		char word[CONFIG_LINE_MAX + 1];
+		memcpy(word, value, n);
+		word[n] = '\0';
+		value += n;
+		uint32_t id;
+		if (!resolve_id(p, k, word, is_group, &id))
+			return 0;
+		if (l->n >= k->max)
+			return fail(p, -EINVAL, p->lineno, k->name, "more than %llu %ss",
+			            (unsigned long long)k->max, is_group ? "group" : "user");
+		uint32_t *a = realloc(l->ids, (l->n + 1) * sizeof(*a));
+		if (!a)
+			return fail_oom(p, k->name);
+		l->ids = a;
+		l->ids[l->n++] = id;
+	}
+	return 1;
 }
 
 /* Reads value for key k into base. Returns 1, or 0 with the error recorded. */
@@ -488,6 +620,29 @@ static int set_key(Parser *p, void *base, const KeySpec *k, const char *value)
 		store_number(field, k->width, m);
 		return 1;
 	}
+	case KEY_MODE: {
+		/* Octal digits only, as chmod and systemd's SocketMode= take them. */
+		char *end;
+		errno = 0;
+		unsigned long m = strtoul(value, &end, 8);
+		if (value[0] < '0' || value[0] > '7' || *end != '\0' || errno != 0 || m > k->max ||
+		    strlen(value) > 4)
+			return fail(p, -EINVAL, p->lineno, k->name,
+			            "not an octal mode in 0000..%04llo (e.g. 0660)",
+			            (unsigned long long)k->max);
+		store_number(field, k->width, m);
+		return 1;
+	}
+	case KEY_GROUP: {
+		uint32_t gid;
+		if (!resolve_id(p, k, value, true, &gid))
+			return 0;
+		store_number(field, k->width, gid);
+		return 1;
+	}
+	case KEY_USER_LIST:
+	case KEY_GROUP_LIST:
+		return set_id_list(p, k, field, value, k->type == KEY_GROUP_LIST);
 	case KEY_DURABILITY:
 		if (strcmp(value, "full") == 0)
 			v = CONFIG_DURABILITY_FULL;
@@ -545,7 +700,7 @@ static int set_key(Parser *p, void *base, const KeySpec *k, const char *value)
 static int unknown_key(Parser *p, const char *name, const char *section, const KeySpec *keys,
                        size_t n_keys)
 {
-	char known[160] = "";
+	char known[400] = "";
 	size_t used = 0;
 	for (size_t i = 0; i < n_keys && used < sizeof(known); i++)
 		used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
@@ -554,6 +709,22 @@ static int unknown_key(Parser *p, const char *name, const char *section, const K
 		return fail(p, -EINVAL, p->lineno, name, "unknown key ([%s] sections take no keys)",
 		            section);
 	return fail(p, -EINVAL, p->lineno, name, "unknown key in [%s] (known: %s)", section, known);
+}
+
+/* The CONFIG_SET_* bit a [daemon] key sets when given, or 0. */
+static unsigned set_bit(const KeySpec *k)
+{
+	switch (k->type) {
+	case KEY_MODE:
+		return CONFIG_SET_SOCKET_MODE;
+	case KEY_GROUP:
+		return CONFIG_SET_SOCKET_GROUP;
+	case KEY_USER_LIST:
+	case KEY_GROUP_LIST:
+		return CONFIG_SET_ACCESS;
+	default:
+		return 0;
+	}
 }
 
 /* The inih handler: one key = value line of the current section. */
@@ -598,6 +769,8 @@ static int handle_key(void *userdata, const char *section_ignored, const char *n
 		if (strcmp(name, keys[i].name) == 0) {
 			if (keys == stage_keys)
 				((StageConfig *)base)->keys_set |= 1u << i;
+			else
+				p->c->keys_set |= set_bit(&keys[i]);
 			return set_key(p, base, &keys[i], value);
 		}
 	return unknown_key(p, name, section_name, keys, n_keys);
@@ -889,6 +1062,10 @@ void config_free(Config *c)
 	free(c->path);
 	free(c->socket_path);
 	free(c->state_dir);
+	free(c->allow_users.ids);
+	free(c->allow_groups.ids);
+	free(c->read_only_users.ids);
+	free(c->read_only_groups.ids);
 	free(c);
 }
 
@@ -901,6 +1078,12 @@ static void fill_error(ConfigError *err, const char *path, unsigned line, const 
 	copy_ellipsized(err->file, sizeof(err->file), path);
 	copy_ellipsized(err->key, sizeof(err->key), key);
 	copy_ellipsized(err->reason, sizeof(err->reason), reason);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 int config_load(const char *path, Config **ret, ConfigError *err)
@@ -941,6 +1124,13 @@ int config_load(const char *path, Config **ret, ConfigError *err)
 		     strerror_r(p->read_errno, ebuf, sizeof(ebuf)));
 	if (p->error == 0)
 		check_complete(p);
+	if (p->error == 0) {
+		ConfigIdList *lists[] = { &c->allow_users, &c->allow_groups, &c->read_only_users,
+			                  &c->read_only_groups };
+		for (size_t i = 0; i < ELEMENTSOF(lists); i++)
+			if (lists[i]->n > 1)
+				qsort(lists[i]->ids, lists[i]->n, sizeof(uint32_t), cmp_id);
+	}
 
 	r = p->error;
 	if (r < 0) {
@@ -998,4 +1188,33 @@ bool config_pipeline_same_shape(const PipelineConfig *a, const PipelineConfig *b
 			return false;
 	}
 	return true;
+}
+
+static bool id_list_has(const ConfigIdList *l, uint32_t id)
+{
+	return l->n > 0 && bsearch(&id, l->ids, l->n, sizeof(uint32_t), cmp_id);
+}
+
+/* gid or one of groups is in l. */
+static bool groups_in(const ConfigIdList *l, uint32_t gid, const uint32_t *groups, size_t n_groups)
+{
+	if (id_list_has(l, gid))
+		return true;
+	for (size_t i = 0; i < n_groups; i++)
+		if (id_list_has(l, groups[i]))
+			return true;
+	return false;
+}
+
+ConfigAccess config_access(const Config *c, uint32_t uid, uint32_t gid, const uint32_t *groups,
+                           size_t n_groups, uint32_t self_uid)
+{
+	if (uid == 0 || uid == self_uid || !(c->keys_set & CONFIG_SET_ACCESS))
+		return CONFIG_ACCESS_ALL;
+	if (id_list_has(&c->allow_users, uid) || groups_in(&c->allow_groups, gid, groups, n_groups))
+		return CONFIG_ACCESS_ALL;
+	if (id_list_has(&c->read_only_users, uid) ||
+	    groups_in(&c->read_only_groups, gid, groups, n_groups))
+		return CONFIG_ACCESS_READ_ONLY;
+	return CONFIG_ACCESS_NONE;
 }

@@ -13,6 +13,16 @@
  *   Durability = full                        ; full: journal every job (STATE/journal.db),
  *                                            ;   acknowledge after the sync; none: memory only
  *   JournalMinFree = 64MiB                   ; refuse submits below this much free space
+ *   SocketMode = 0660                        ; mode of the socket the daemon binds itself
+ *                                            ;   (octal, 0000..0777)
+ *   SocketGroup = pipelined                  ; its group: a name or a gid (default: the
+ *                                            ;   daemon's group)
+ *   AllowUsers = alice 1001                  ; who may call every method: user names or
+ *   AllowGroups = pipeline-admins            ;   uids, group names or gids (see below)
+ *   ReadOnlyUsers = bob                      ; who may call the read-only methods only
+ *   ReadOnlyGroups = monitoring
+ *   MaxJobsPerUser = 0                       ; jobs in flight per submitting uid, all
+ *                                            ;   pipelines together (0: no cap), 0..10000000
  *
  *   [pipeline images]                        ; a pipeline; name as stage_name_is_valid
  *
@@ -46,6 +56,14 @@
  * after a key is refused (inih would read it as a continuation). See
  * packaging/pipelined.conf.example.
  *
+ * The four access lists take names or numeric ids separated by blanks; names
+ * are resolved when the file is read (NSS: this may block), and an unknown
+ * name is an error. A list key given again adds to its list, and an empty
+ * value empties it (as systemd's list settings do: one line holds 198 bytes
+ * at most). If none of the four is given, whoever can open the socket may
+ * call everything; once one is given (even empty), only the users and
+ * groups listed, uid 0 and the daemon's own uid may (config_access).
+ *
  * Owns: the Config and everything in it. Never logs: errors come back in
  * ConfigError. Threads: any, one at a time per Config. */
 #pragma once
@@ -61,6 +79,13 @@
 /* Most pipelines one file may define: each costs threads and a listing
  * entry, and a reload compares them pairwise. */
 #define CONFIG_PIPELINES_MAX 256u
+
+/* Most ids one access list may hold: every call of a connection that is not
+ * allowed outright searches them (linearly). */
+#define CONFIG_ID_LIST_MAX 1024u
+
+/* SocketGroup= not given: the socket keeps the daemon's group. */
+#define CONFIG_GID_UNSET UINT32_MAX
 
 typedef struct StageConfig {
 	char *name;     /* owned */
@@ -93,6 +118,28 @@ typedef enum ConfigDurability {
 	CONFIG_DURABILITY_NONE,
 } ConfigDurability;
 
+/* Users or groups of an access key, resolved to ids, sorted (config_access
+ * searches them in O(log n) for each of a peer's groups). */
+typedef struct ConfigIdList {
+	uint32_t *ids; /* owned; NULL when n is 0 */
+	size_t n;      /* at most CONFIG_ID_LIST_MAX */
+} ConfigIdList;
+
+/* What a peer may call (config_access). */
+typedef enum ConfigAccess {
+	CONFIG_ACCESS_NONE,      /* nothing but introspection (org.varlink.service) */
+	CONFIG_ACCESS_READ_ONLY, /* the methods that change nothing */
+	CONFIG_ACCESS_ALL,
+} ConfigAccess;
+
+/* Bits of Config.keys_set for the keys whose absence means something. */
+enum {
+	CONFIG_SET_SOCKET_MODE = 1u << 0,
+	CONFIG_SET_SOCKET_GROUP = 1u << 1,
+	CONFIG_SET_ACCESS = 1u << 2, /* any of AllowUsers=, AllowGroups=, ReadOnlyUsers=,
+	                              * ReadOnlyGroups= */
+};
+
 typedef struct Config {
 	char *path;           /* owned: the file it was read from */
 	char *socket_path;    /* owned */
@@ -105,6 +152,11 @@ typedef struct Config {
 	uint64_t retain_age_usec; /* 0: no limit by age */
 	unsigned durability;      /* a ConfigDurability */
 	uint64_t journal_min_free;
+	unsigned socket_mode;  /* permission bits, 0..0777; default 0660 */
+	uint32_t socket_group; /* gid, or CONFIG_GID_UNSET */
+	ConfigIdList allow_users, allow_groups, read_only_users, read_only_groups;
+	uint64_t max_jobs_per_user; /* 0: no cap */
+	unsigned keys_set;          /* CONFIG_SET_* */
 	PipelineConfig *pipelines; /* owned array, in file order */
 	unsigned n_pipelines;
 } Config;
@@ -113,7 +165,7 @@ typedef struct ConfigError {
 	char file[256]; /* the file being read */
 	unsigned line;  /* 1-based; 0 when the error is not on one line (e.g. cannot open) */
 	char key[64];   /* the key or section at fault; "" if none */
-	char reason[256];
+	char reason[512]; /* room for the list of known [daemon] keys */
 } ConfigError;
 
 /* Reads and validates path. Returns 0 and a new Config in *ret; -errno
@@ -128,6 +180,13 @@ void config_error_format(const ConfigError *err, char *buf, size_t len);
 void config_free(Config *c); /* accepts NULL */
 
 const PipelineConfig *config_find_pipeline(const Config *c, const char *name);
+
+/* What a peer with uid, primary gid and supplementary groups (n_groups of
+ * them; may include gid) may call under c's access keys. self_uid is the
+ * daemon's own uid: it and uid 0 may always call everything, and so may
+ * anyone when no access key is given. */
+ConfigAccess config_access(const Config *c, uint32_t uid, uint32_t gid, const uint32_t *groups,
+                           size_t n_groups, uint32_t self_uid);
 
 /* The retry policy a stage's keys describe. */
 struct RetryPolicy;

@@ -27,6 +27,7 @@ int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job)
 	job->payload[len] = '\0';
 	job->payload_len = len;
 	job->id = id;
+	job->uid = JOB_UID_UNKNOWN;
 	job->attempt = 1;
 	job->state = JOB_QUEUED;
 	job->submitted_usec = real_usec();

@@ -8,7 +8,7 @@
  *
  * Threads: any thread may call these functions on a Job it owns. While a job
  * is inside a pipeline, another thread (the event loop, which tracks every
- * job it submitted) may read `id`, `submitted_usec` (both immutable), `state`
+ * job it submitted) may read `id`, `uid`, `submitted_usec` (immutable), `state`
  * and `stage` (atomic), and may cancel it with job_cancel; it must not touch
  * anything else until the job comes back through on_end. */
 #pragma once
@@ -64,6 +64,9 @@ typedef struct Job {
 	char *workdir;     /* owned; the job's scratch directory once a stage made it, else NULL */
 	char *key;         /* owned; the client's idempotency key, or NULL; set before
 	                    * the job is submitted, never changed after */
+	uint32_t uid;      /* who submitted it (the peer's uid), or JOB_UID_UNKNOWN (a
+	                    * job recorded before uids were); set before the job is
+	                    * submitted, never changed after */
 	/* Timestamps, CLOCK_REALTIME µs since the epoch; 0 = not yet. */
 	uint64_t submitted_usec;
 	_Atomic uint64_t started_usec; /* when a worker first took the job (as runs) */
@@ -79,18 +82,24 @@ typedef struct Job {
 	                                    * (0: recovered, already on disk) */
 	void *tracker;                     /* the loop's record of the job's pipeline (borrowed) */
 	bool ended;                        /* back from its pipeline: the loop owns it now */
+	bool charged;                      /* counted in its uid's jobs in flight
+	                                    * (jobtable_charge) */
 	bool journal_keep;                 /* its journal row is not its state in memory (a
 	                                    * shutdown ended it; it resumes at the next
 	                                    * start): retention must not delete the row */
 } Job;
 
+/* Job.uid of a job whose submitter is not known: (uid_t)-1, which no user
+ * has (chown and setresuid read it as "no change"). */
+#define JOB_UID_UNKNOWN UINT32_MAX
+
 /* The largest payload the engine accepts, in bytes (excluding the NUL). The
  * protocol's own limit (proto/) is lower; this one guards the engine's API. */
 #define JOB_PAYLOAD_MAX (16u * 1024u * 1024u)
 
-/* New job in state JOB_QUEUED with a copy of payload (len bytes, need not be
- * NUL-terminated). Returns 0 and a new Job in *ret_job, -EINVAL for id 0 or a
- * payload over JOB_PAYLOAD_MAX, -ENOMEM. */
+/* New job in state JOB_QUEUED, uid JOB_UID_UNKNOWN, with a copy of payload
+ * (len bytes, need not be NUL-terminated). Returns 0 and a new Job in *ret_job, -EINVAL for id 0 or
+ * a payload over JOB_PAYLOAD_MAX, -ENOMEM. */
 int job_new(uint64_t id, const char *payload, size_t len, Job **ret_job);
 
 /* Bytes a finished job keeps in memory beyond its struct (payload, error,

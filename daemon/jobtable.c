@@ -7,6 +7,14 @@
 
 #define JOBTABLE_MIN_BUCKETS 1024u
 #define JOBTABLE_KEY_BUCKETS 1024u
+#define JOBTABLE_UID_BUCKETS 16u /* submitters are few: local users */
+
+/* One uid's jobs in flight; exists only while jobs > 0. */
+typedef struct UidCount {
+	struct UidCount *next;
+	uint32_t uid;
+	uint64_t jobs;
+} UidCount;
 
 int jobtable_init(JobTable *t, uint64_t retain_jobs, uint64_t retain_bytes)
 {
@@ -30,6 +38,12 @@ void jobtable_done(JobTable *t)
 		next = j->done_next;
 		job_free(j);
 	}
+	for (size_t i = 0; t->uid_buckets && i <= t->uid_mask; i++)
+		for (UidCount *u = t->uid_buckets[i], *next; u; u = next) {
+			next = u->next;
+			free(u);
+		}
+	free(t->uid_buckets);
 	free(t->buckets);
 	free(t->key_buckets);
 	*t = (JobTable){ 0 };
@@ -88,6 +102,99 @@ static void key_grow(JobTable *t)
 		}
 	free(old);
 }
+
+/* ---- jobs in flight per uid ---- */
+
+static UidCount **uid_slot(const JobTable *t, uint32_t uid)
+{
+	/* Fibonacci hashing: uids are often consecutive or round numbers. */
+	return &t->uid_buckets[((uint32_t)(uid * 2654435769u) >> 16) & t->uid_mask];
+}
+
+/* Doubles the uid buckets when chains would average more than two; on
+ * ENOMEM the chains just grow longer. */
+static void uid_grow(JobTable *t)
+{
+	size_t old_n = t->uid_mask + 1, n = old_n * 2;
+	UidCount **b = calloc(n, sizeof(*b));
+	if (!b)
+		return;
+	UidCount **old = t->uid_buckets;
+	t->uid_buckets = b;
+	t->uid_mask = n - 1;
+	for (size_t i = 0; i < old_n; i++)
+		for (UidCount *u = old[i], *next; u; u = next) {
+			next = u->next;
+			UidCount **s = uid_slot(t, u->uid);
+			u->next = *s;
+			*s = u;
+		}
+	free(old);
+}
+
+static UidCount *uid_find(const JobTable *t, uint32_t uid)
+{
+	if (!t->uid_buckets)
+		return NULL;
+	for (UidCount *u = *uid_slot(t, uid); u; u = u->next)
+		if (u->uid == uid)
+			return u;
+	return NULL;
+}
+
+int jobtable_charge(JobTable *t, Job *job)
+{
+	if (job->charged || job->uid == JOB_UID_UNKNOWN)
+		return 0;
+	UidCount *u = uid_find(t, job->uid);
+	if (!u) {
+		if (!t->uid_buckets) {
+			t->uid_buckets = calloc(JOBTABLE_UID_BUCKETS, sizeof(*t->uid_buckets));
+			if (!t->uid_buckets)
+				return -ENOMEM;
+			t->uid_mask = JOBTABLE_UID_BUCKETS - 1;
+		}
+		u = calloc(1, sizeof(*u));
+		if (!u)
+			return -ENOMEM;
+		if (t->uid_count >= 2 * (t->uid_mask + 1))
+			uid_grow(t);
+		UidCount **s = uid_slot(t, job->uid);
+		u->uid = job->uid;
+		u->next = *s;
+		*s = u;
+		t->uid_count++;
+	}
+	u->jobs++;
+	job->charged = true;
+	return 0;
+}
+
+void jobtable_discharge(JobTable *t, Job *job)
+{
+	if (!job->charged)
+		return;
+	job->charged = false;
+	for (UidCount **s = uid_slot(t, job->uid); *s; s = &(*s)->next) {
+		UidCount *u = *s;
+		if (u->uid != job->uid)
+			continue;
+		if (--u->jobs == 0) {
+			*s = u->next;
+			free(u);
+			t->uid_count--;
+		}
+		return;
+	}
+}
+
+uint64_t jobtable_uid_jobs(const JobTable *t, uint32_t uid)
+{
+	const UidCount *u = uid_find(t, uid);
+	return u ? u->jobs : 0;
+}
+
+/* ---- lookup by key ---- */
 
 Job *jobtable_get_key(JobTable *t, const char *key)
 {
@@ -192,6 +299,7 @@ uint64_t jobtable_expire(JobTable *t, uint64_t now_usec)
 
 void jobtable_finish(JobTable *t, Job *job)
 {
+	jobtable_discharge(t, job);
 	job->ended = true;
 	job->done_next = NULL;
 	job->done_prev = t->done_tail;

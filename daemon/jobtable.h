@@ -14,8 +14,16 @@
  * found by it: keys are unique among tracked jobs (the caller checks with
  * jobtable_get_key before it adds one). Retention by age drops finished
  * jobs that finished more than `retain_age_usec` ago, when
- * jobtable_expire is called (the table reads no clock itself). The links live in the Job (hash_next, list_*,
- * done_next), so tracking never allocates per job.
+ * jobtable_expire is called (the table reads no clock itself). The links live in the Job
+ * (hash_next, list_*, done_next), so tracking never allocates per job.
+ *
+ * Jobs in flight per submitter: each uid with jobs charged to it has a
+ * counter (a small hash, entries freed when they reach 0), so that a cap on
+ * one user's jobs costs O(1) per job. The caller charges a job when it
+ * takes it on (a submit, a requeue, a recovered unfinished job); the table
+ * discharges it when the job finishes (jobtable_finish), and the caller
+ * discharges a job it drops without running it. Jobs of JOB_UID_UNKNOWN are
+ * never counted.
  *
  * Threads: the event loop thread only. */
 #pragma once
@@ -38,6 +46,8 @@ typedef struct JobTable {
 	uint64_t retain_age_usec; /* 0: no limit by age */
 	Job **key_buckets;        /* chains of key_next, by hash of the key */
 	size_t key_mask, key_count;
+	struct UidCount **uid_buckets; /* jobs charged per uid; NULL until the first */
+	size_t uid_mask, uid_count;    /* uid_count: uids with a counter */
 	/* Called for each finished job retention drops, just before it is
 	 * freed (the daemon uses it to release the job's pipeline record). */
 	void (*on_drop)(void *userdata, Job *job);
@@ -56,12 +66,14 @@ int jobtable_add(JobTable *t, Job *job);
 /* Forgets a job in flight that was never accepted (a failed submit). */
 void jobtable_remove(JobTable *t, Job *job);
 
-/* A tracked job came back from its pipeline: takes it (stolen) and keeps
- * it as finished, then applies retention (which may drop it at once). */
+/* A tracked job came back from its pipeline: takes it (stolen), discharges
+ * it and keeps it as finished, then applies retention (which may drop it at
+ * once). */
 void jobtable_finish(JobTable *t, Job *job);
 
 /* Takes a finished job back out of retention (it is going back into its
- * pipeline: RequeueJob). It stays tracked, in flight again. */
+ * pipeline: RequeueJob). It stays tracked, in flight again (the caller
+ * charges it). */
 void jobtable_unfinish(JobTable *t, Job *job);
 
 /* Changes the retention limits and applies them. */
@@ -75,6 +87,16 @@ void jobtable_set_retain_age(JobTable *t, uint64_t retain_age_usec);
  * expires (µs, same clock), or 0 if none will (no age limit, or none
  * finished). */
 uint64_t jobtable_expire(JobTable *t, uint64_t now_usec);
+
+/* Counts job (not yet charged) against its uid's jobs in flight. Returns 0
+ * (also for JOB_UID_UNKNOWN, not counted) or -ENOMEM (nothing changed). */
+int jobtable_charge(JobTable *t, Job *job);
+
+/* Takes job's charge back, if it has one. */
+void jobtable_discharge(JobTable *t, Job *job);
+
+/* Jobs charged to uid now. */
+uint64_t jobtable_uid_jobs(const JobTable *t, uint32_t uid);
 
 /* The tracked job whose idempotency key is key, or NULL. */
 Job *jobtable_get_key(JobTable *t, const char *key);

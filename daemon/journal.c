@@ -318,6 +318,10 @@ static const Migration migrations[] = {
 	   * largest id (apply_batch): one page less per commit. */
 	  "CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 	  "INSERT INTO meta(name, value) VALUES('next_id', 1);" },
+	{ 1,
+	  /* Who submitted the job (access control). Rows from before have
+	   * NULL: unknown, counted against nobody's cap. */
+	  "ALTER TABLE jobs ADD COLUMN uid INTEGER;" },
 };
 
 static int migrate(Journal *j, int version, char *err, size_t errlen)
@@ -595,8 +599,8 @@ int journal_open(const char *path, const JournalOptions *opt, Journal **ret, cha
 	                 "INSERT OR REPLACE INTO jobs(id, pipeline, stage, stage_index, state, "
 	                 "attempt, runs, payload, key, error, ran_program, timed_out, exit_status, "
 	                 "term_signal, stderr_tail, workdir, submitted_usec, started_usec, "
-	                 "finished_usec, retry_at_usec) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-	                 "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+	                 "finished_usec, retry_at_usec, uid) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+	                 "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
 	                 &j->put_stmt, err, errlen)) < 0 ||
 	    (r = prepare(j, "DELETE FROM jobs WHERE id = ?1", &j->delete_stmt, err, errlen)) < 0 ||
 	    (r = prepare(j, "INSERT OR REPLACE INTO meta(name, value) VALUES('next_id', ?1)",
@@ -675,6 +679,7 @@ static const char *const job_columns[] = {
 	"attempt",     "runs",           "payload",      "key",           "error",
 	"ran_program", "timed_out",      "exit_status",  "term_signal",   "stderr_tail",
 	"workdir",     "submitted_usec", "started_usec", "finished_usec", "retry_at_usec",
+	"uid",
 };
 
 /* Parses the current row of the load statement. Returns 0, or -EBADMSG with
@@ -737,6 +742,11 @@ static int parse_row(sqlite3_stmt *st, JournalJob *row, int *ret_col)
 	row->finished_usec = (uint64_t)v;
 	CHECK(19, col_int(st, 19, INT64_MIN, INT64_MAX, &v));
 	row->retry_at_usec = (uint64_t)v;
+	row->uid = JOB_UID_UNKNOWN;
+	if (sqlite3_column_type(st, 20) != SQLITE_NULL) {
+		CHECK(20, col_int(st, 20, 0, (sqlite3_int64)JOB_UID_UNKNOWN - 1, &v));
+		row->uid = (uint32_t)v;
+	}
 #undef CHECK
 	return 0;
 }
@@ -763,7 +773,7 @@ int journal_load(Journal *j, int (*each)(void *ud, const JournalJob *row), void 
 	                        "SELECT id, pipeline, stage, stage_index, state, attempt, runs, "
 	                        "payload, key, error, ran_program, timed_out, exit_status, "
 	                        "term_signal, stderr_tail, workdir, submitted_usec, started_usec, "
-	                        "finished_usec, retry_at_usec FROM jobs ORDER BY id",
+	                        "finished_usec, retry_at_usec, uid FROM jobs ORDER BY id",
 	                        -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = open_error(j, sqlite3_extended_errcode(j->db), "read", err, errlen);
@@ -848,6 +858,8 @@ static int bind_put(Journal *j, const JournalJob *row)
 	B(sqlite3_bind_int64(st, 18, (sqlite3_int64)row->started_usec));
 	B(sqlite3_bind_int64(st, 19, (sqlite3_int64)row->finished_usec));
 	B(sqlite3_bind_int64(st, 20, (sqlite3_int64)row->retry_at_usec));
+	B(row->uid == JOB_UID_UNKNOWN ? sqlite3_bind_null(st, 21)
+	                              : sqlite3_bind_int64(st, 21, (sqlite3_int64)row->uid));
 #undef B
 	return rc;
 }

@@ -49,7 +49,7 @@
 
 #include "job.h"
 
-#define JOURNAL_SCHEMA_VERSION 1
+#define JOURNAL_SCHEMA_VERSION 2            /* 1: first; 2: jobs.uid */
 #define JOURNAL_FILE "journal.db" /* in the state directory */
 /* Changes appended and not yet committed, beyond which journal_put and
  * journal_delete with may_block wait for the writer (workers: backpressure
@@ -87,6 +87,8 @@ typedef struct JournalJob {
 	size_t stderr_len;
 	const char *workdir;
 	uint64_t submitted_usec, started_usec, finished_usec, retry_at_usec; /* CLOCK_REALTIME */
+	uint32_t uid; /* the submitter, or JOB_UID_UNKNOWN (stored as NULL; rows written
+	               * before schema version 2 have none) */
 } JournalJob;
 
 typedef struct JournalOptions {

@@ -44,6 +44,14 @@
  * collected for them before they are closed anyway. */
 #define SERVER_LINGER_MS 5000
 
+/* Refusals logged, one line per (uid, method), for the daemon's life: a
+ * client retrying a refused call must not flood the log, and the table that
+ * remembers them is bounded. Past it, one line says so and no more. */
+#define REFUSALS_LOGGED_MAX 256u
+
+/* Most supplementary groups read for a peer: Linux's NGROUPS_MAX. */
+#define PEER_GROUPS_MAX 65536u
+
 /* ---- intrusive circular lists ------------------------------------------ */
 
 typedef struct Link {
@@ -156,6 +164,18 @@ typedef struct Conn {
 	uint64_t commit_seq;
 	/* HOLD_WATCH: only this pipeline's events ("" = every pipeline) */
 	char watch[STAGE_NAME_MAX + 1];
+	/* The peer as the kernel saw it connect (SO_PEERCRED, SO_PEERGROUPS),
+	 * read once at accept; each call is checked against the access keys
+	 * in force when it is made. uid and gid JOB_UID_UNKNOWN if unreadable
+	 * (then only introspection is allowed once an access key is given). */
+	uint32_t uid, gid;
+	int32_t pid;
+	uint32_t *groups; /* owned: supplementary groups; NULL when n_groups is 0 */
+	size_t n_groups;
+	/* config_access for this peer under configuration access_gen (a
+	 * ConfigAccess), so that a call costs no list search. */
+	unsigned access;
+	uint64_t access_gen;
 } Conn;
 
 struct Server {
@@ -190,6 +210,16 @@ struct Server {
 	uv_timer_t expire_timer; /* retention by age: when the oldest finished job expires */
 	bool shutting_down, shutdown_now, stopped, abandoned;
 	int exit_status;
+	/* Refused calls already logged: (uid, index in methods[]) pairs. */
+	struct {
+		uint32_t uid;
+		uint32_t method;
+	} refusals[REFUSALS_LOGGED_MAX];
+	unsigned n_refusals;
+	bool refusals_full;     /* the one line saying so has been logged */
+	bool peergroups_warned; /* SO_PEERGROUPS failed once: said so */
+	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
+	uint64_t config_gen;    /* 1, plus one per reload that took effect */
 	char readbuf[64 * 1024];
 };
 
@@ -467,6 +497,8 @@ static json_t *job_to_json(Job *job, bool with_payload)
 		return NULL;
 	json_object_set_new(o, "attempt", json_integer(job->attempt));
 	json_object_set_new(o, "runs", json_integer(job->runs));
+	if (job->uid != JOB_UID_UNKNOWN)
+		json_object_set_new(o, "uid", json_integer(job->uid));
 	if (job->key)
 		json_object_set_new(o, "key", json_string(job->key));
 	uint64_t started = job->started_usec;
@@ -557,8 +589,10 @@ static void hold_release(Conn *c)
 	if (hold_is_prompt(c->hold) && --c->server->prompt_holds == 0 && !c->server->stopped)
 		prompt_update(c->server);
 	list_remove(&c->wait_link);
-	for (size_t i = c->next; i < c->count; i++)
+	for (size_t i = c->next; i < c->count; i++) {
+		jobtable_discharge(&c->server->jobs, c->jobs[i]); /* never accepted */
 		job_free(c->jobs[i]);
+	}
 	free(c->jobs);
 	c->jobs = NULL;
 	c->next = c->count = 0;
@@ -640,6 +674,7 @@ static void job_row(Job *job, const Line *line, JournalJob *row)
 		.started_usec = job->started_usec,
 		.finished_usec = job->finished_usec,
 		.retry_at_usec = job->retry_at_usec,
+		.uid = job->uid,
 	};
 }
 
@@ -1002,6 +1037,13 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 	}
 
 	size_t n = batch ? json_array_size(payloads) : 1;
+	/* MaxJobsPerUser: the jobs of this call count with the caller's jobs
+	 * in flight and held; a batch goes in whole or not at all. */
+	uint64_t max_jobs = s->config->max_jobs_per_user;
+	if (max_jobs > 0 && jobtable_uid_jobs(&s->jobs, c->uid) + n > max_jobs) {
+		reply_limit(c, call, "jobs_per_user", max_jobs);
+		return;
+	}
 	Job **jobs = calloc(n ? n : 1, sizeof(*jobs));
 	if (!jobs) {
 		reply_error(c, call, PROTO_ERR_INTERNAL,
@@ -1061,6 +1103,22 @@ static void method_submit_common(Conn *c, ProtoCall *call, bool batch)
 			            json_pack("{s:s,s:I}", "pipeline", line->cfg.name,
 			                      "retry_after_ms",
 			                      (json_int_t)retry_after_ms(line, n)));
+			return;
+		}
+	}
+
+	/* Counted against the caller from now on: while held, a call's jobs
+	 * hold their places under the cap (hold_release gives them back). */
+	for (size_t i = 0; i < n; i++) {
+		jobs[i]->uid = c->uid;
+		if (jobtable_charge(&s->jobs, jobs[i]) < 0) {
+			for (size_t k = 0; k < n; k++) {
+				jobtable_discharge(&s->jobs, jobs[k]);
+				job_free(jobs[k]);
+			}
+			free(jobs);
+			reply_error(c, call, PROTO_ERR_INTERNAL,
+			            json_pack("{s:s}", "reason", "out of memory"));
 			return;
 		}
 	}
@@ -1224,7 +1282,20 @@ static void method_requeue_job(Conn *c, ProtoCall *call)
 		            json_pack("{s:s}", "reason", "the journal failed; see the log"));
 		return;
 	}
+	/* Counted against its submitter, whoever requeues it. */
+	uint64_t max_jobs = s->config->max_jobs_per_user;
+	if (max_jobs > 0 && job->uid != JOB_UID_UNKNOWN &&
+	    jobtable_uid_jobs(&s->jobs, job->uid) + 1 > max_jobs) {
+		reply_limit(c, call, "jobs_per_user", max_jobs);
+		return;
+	}
 	jobtable_unfinish(&s->jobs, job);
+	if (jobtable_charge(&s->jobs, job) < 0) {
+		jobtable_finish(&s->jobs, job); /* now the newest finished job */
+		reply_error(c, call, PROTO_ERR_INTERNAL,
+		            json_pack("{s:s}", "reason", "out of memory"));
+		return;
+	}
 	char *old_error = job->error;
 	uint64_t old_finished = job->finished_usec;
 	job->error = NULL;
@@ -1978,6 +2049,26 @@ static int apply_config(Server *s, Config *next, json_t *added, json_t *removed,
 	return 0;
 }
 
+/* One line saying who may call what under c's access keys (at start and
+ * after a reload). */
+static void log_access_policy(const Config *c, uint32_t self_uid)
+{
+	if (!(c->keys_set & CONFIG_SET_ACCESS)) {
+		log_info("access: no AllowUsers=, AllowGroups=, ReadOnlyUsers= or ReadOnlyGroups= "
+		         "set: whoever can open the socket may call every method");
+		return;
+	}
+	char self[48] = "uid 0 (the daemon's)";
+	if (self_uid != 0)
+		snprintf(self, sizeof(self), "uid 0, uid %" PRIu32 " (the daemon's)", self_uid);
+	log_info("access: every method for %s, %zu user%s and %zu group%s; read-only methods for "
+	         "%zu more user%s and %zu group%s; introspection only for anyone else",
+	         self, c->allow_users.n, c->allow_users.n == 1 ? "" : "s", c->allow_groups.n,
+	         c->allow_groups.n == 1 ? "" : "s", c->read_only_users.n,
+	         c->read_only_users.n == 1 ? "" : "s", c->read_only_groups.n,
+	         c->read_only_groups.n == 1 ? "" : "s");
+}
+
 /* Reloads; on success returns 0 and the changes in *ret (new reference). */
 static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
 {
@@ -2008,8 +2099,13 @@ static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, 
 	free(next->state_dir);
 	next->state_dir = s->config->state_dir;
 	s->config->state_dir = NULL;
+	if (next->socket_mode != s->config->socket_mode ||
+	    next->socket_group != s->config->socket_group)
+		log_warning("reload: SocketMode= and SocketGroup= changes take effect at restart");
 	config_free(s->config);
 	s->config = next;
+	s->config_gen++; /* every connection's access is decided again */
+	log_access_policy(next, s->self_uid); /* for the calls from now on */
 	jobtable_set_retention(&s->jobs, next->retain_jobs, next->retain_bytes);
 	jobtable_set_retain_age(&s->jobs, next->retain_age_usec);
 	uv_timer_stop(&s->expire_timer);
@@ -2145,29 +2241,90 @@ static void method_get_interface_description(Conn *c, ProtoCall *call)
 
 typedef void (*MethodFn)(Conn *c, ProtoCall *call);
 
+/* Who may call a method (with the access keys of config.h). Every entry of
+ * methods[] names its class: -Wextra's missing-field-initializers refuses
+ * an entry without one, and tests/e2e/test_access.py checks the class of
+ * every method io.pipelined.varlink declares. */
+typedef enum MethodClass {
+	METHOD_INTROSPECT = 1, /* org.varlink.service: anyone who can connect */
+	METHOD_READ,           /* changes nothing: CONFIG_ACCESS_READ_ONLY suffices */
+	METHOD_MODIFY,         /* CONFIG_ACCESS_ALL only */
+} MethodClass;
+
 static const struct {
 	const char *name;
 	MethodFn fn;
+	MethodClass cls;
 } methods[] = {
-	{ "org.varlink.service.GetInfo", method_get_info },
-	{ "org.varlink.service.GetInterfaceDescription", method_get_interface_description },
-	{ "io.pipelined.Submit", method_submit },
-	{ "io.pipelined.SubmitBatch", method_submit_batch },
-	{ "io.pipelined.GetJob", method_get_job },
-	{ "io.pipelined.ListJobs", method_list_jobs },
-	{ "io.pipelined.WaitJob", method_wait_job },
-	{ "io.pipelined.CancelJob", method_cancel_job },
-	{ "io.pipelined.RequeueJob", method_requeue_job },
-	{ "io.pipelined.Watch", method_watch },
-	{ "io.pipelined.Stats", method_stats },
-	{ "io.pipelined.PauseStage", method_pause },
-	{ "io.pipelined.ResumeStage", method_resume },
-	{ "io.pipelined.SetWorkers", method_set_workers },
-	{ "io.pipelined.Close", method_close },
-	{ "io.pipelined.Drain", method_drain },
-	{ "io.pipelined.Reload", method_reload },
-	{ "io.pipelined.Shutdown", method_shutdown },
+	{ "org.varlink.service.GetInfo", method_get_info, METHOD_INTROSPECT },
+	{ "org.varlink.service.GetInterfaceDescription", method_get_interface_description,
+	  METHOD_INTROSPECT },
+	{ "io.pipelined.Submit", method_submit, METHOD_MODIFY },
+	{ "io.pipelined.SubmitBatch", method_submit_batch, METHOD_MODIFY },
+	{ "io.pipelined.GetJob", method_get_job, METHOD_READ },
+	{ "io.pipelined.ListJobs", method_list_jobs, METHOD_READ },
+	{ "io.pipelined.WaitJob", method_wait_job, METHOD_READ },
+	{ "io.pipelined.CancelJob", method_cancel_job, METHOD_MODIFY },
+	{ "io.pipelined.RequeueJob", method_requeue_job, METHOD_MODIFY },
+	{ "io.pipelined.Watch", method_watch, METHOD_READ },
+	{ "io.pipelined.Stats", method_stats, METHOD_READ },
+	{ "io.pipelined.PauseStage", method_pause, METHOD_MODIFY },
+	{ "io.pipelined.ResumeStage", method_resume, METHOD_MODIFY },
+	{ "io.pipelined.SetWorkers", method_set_workers, METHOD_MODIFY },
+	{ "io.pipelined.Close", method_close, METHOD_MODIFY },
+	{ "io.pipelined.Drain", method_drain, METHOD_MODIFY },
+	{ "io.pipelined.Reload", method_reload, METHOD_MODIFY },
+	{ "io.pipelined.Shutdown", method_shutdown, METHOD_MODIFY },
 };
+
+/* What c's peer may call under the access keys in force now (a reload
+ * applies to the calls after it). */
+static ConfigAccess peer_access(Conn *c)
+{
+	Server *s = c->server;
+	if (c->access_gen != s->config_gen) {
+		c->access = config_access(s->config, c->uid, c->gid, c->groups, c->n_groups,
+		                          s->self_uid);
+		c->access_gen = s->config_gen;
+	}
+	return (ConfigAccess)c->access;
+}
+
+/* May c's peer call a method of class cls? */
+static bool peer_may_call(Conn *c, MethodClass cls)
+{
+	if (cls == METHOD_INTROSPECT)
+		return true;
+	ConfigAccess a = peer_access(c);
+	return a == CONFIG_ACCESS_ALL || (cls == METHOD_READ && a == CONFIG_ACCESS_READ_ONLY);
+}
+
+/* Logs a refusal of methods[m] to c's peer, once per (uid, method). */
+static void log_refusal(Conn *c, size_t m)
+{
+	Server *s = c->server;
+	for (unsigned i = 0; i < s->n_refusals; i++)
+		if (s->refusals[i].uid == c->uid && s->refusals[i].method == m)
+			return;
+	if (s->n_refusals == REFUSALS_LOGGED_MAX) {
+		if (!s->refusals_full)
+			log_warning(
+			        "permission denied to %u different callers and methods; further "
+			        "refusals are not logged",
+			        REFUSALS_LOGGED_MAX);
+		s->refusals_full = true;
+		return;
+	}
+	s->refusals[s->n_refusals].uid = c->uid;
+	s->refusals[s->n_refusals].method = (uint32_t)m;
+	s->n_refusals++;
+	ConfigAccess a = peer_access(c);
+	log_warning("permission denied: uid %" PRIu32 " (pid %" PRId32 ", connection %" PRIu64
+	            ") may not call %s (%s); logged once per user and method",
+	            c->uid, c->pid, c->number, methods[m].name,
+	            a == CONFIG_ACCESS_READ_ONLY ? "it has read-only access"
+	                                         : "it is in no access list");
+}
 
 static void handle_message(Conn *c, const char *msg, size_t len)
 {
@@ -2186,7 +2343,15 @@ static void handle_message(Conn *c, const char *msg, size_t len)
 		call.more = false;
 	for (size_t i = 0; i < ELEMENTSOF(methods); i++)
 		if (strcmp(methods[i].name, call.method) == 0) {
-			methods[i].fn(c, &call); /* moves call if it holds */
+			if (!peer_may_call(c, methods[i].cls)) {
+				/* Before any parameter is looked at; the connection
+				 * stays open for calls it may make. */
+				log_refusal(c, i);
+				reply_error(c, &call, PROTO_ERR_PERMISSION_DENIED,
+				            json_pack("{s:s}", "method", methods[i].name));
+			} else {
+				methods[i].fn(c, &call); /* moves call if it holds */
+			}
 			proto_call_done(&call);
 			return;
 		}
@@ -2316,6 +2481,7 @@ static void on_conn_closed(uv_handle_t *h)
 	frame_reader_free(&c->in);
 	free(c->out);
 	free(c->wbuf);
+	free(c->groups);
 	free(c);
 	s->n_conns--;
 }
@@ -2332,6 +2498,58 @@ static void conn_close(Conn *c)
 	Server *s = c->server;
 	if (s->stopped && list_empty(&s->conns) && !uv_is_closing((uv_handle_t *)&s->linger))
 		uv_close((uv_handle_t *)&s->linger, NULL); /* the last one: done lingering */
+}
+
+/* Reads who c's peer is. SO_PEERCRED cannot fail on a connected Unix
+ * socket, short of a kernel bug; SO_PEERGROUPS (Linux 4.13) may be missing:
+ * then only the primary group counts, and the log says so once. */
+static void conn_read_peer(Conn *c)
+{
+	Server *s = c->server;
+	c->uid = c->gid = JOB_UID_UNKNOWN;
+	c->pid = 0;
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+		return;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred)) {
+		log_warning("connection %" PRIu64 ": cannot read the peer's credentials: %s",
+		            c->number, strerror(errno));
+		return;
+	}
+	c->uid = cred.uid;
+	c->gid = cred.gid;
+	c->pid = cred.pid;
+
+	/* Most peers have a few groups: try a small buffer first. */
+	gid_t few[32], *buf = few;
+	len = sizeof(few);
+	int r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, buf, &len);
+	if (r < 0 && errno == ERANGE && len <= PEER_GROUPS_MAX * sizeof(gid_t) &&
+	    (buf = malloc(len))) {
+		r = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, buf, &len);
+	}
+	if (r < 0) {
+		if (!s->peergroups_warned)
+			log_warning(
+			        "cannot read the supplementary groups of a peer (SO_PEERGROUPS: "
+			        "%s): only their primary group counts for AllowGroups= and "
+			        "ReadOnlyGroups=",
+			        strerror(errno));
+		s->peergroups_warned = true;
+	} else if (len >= sizeof(gid_t)) {
+		size_t n = len / sizeof(gid_t);
+		c->groups = malloc(n * sizeof(*c->groups));
+		if (c->groups) {
+			for (size_t i = 0; i < n; i++)
+				c->groups[i] = buf[i];
+			c->n_groups = n;
+		}
+		/* Without memory: the primary group alone. Never more access. */
+	}
+	if (buf != few)
+		free(buf);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -2359,6 +2577,7 @@ static void on_connection(uv_stream_t *listener, int status)
 	}
 	c->number = ++s->conn_numbers;
 	list_push_back(&s->conns, &c->link);
+	conn_read_peer(c);
 	if (s->n_conns > s->config->max_connections) {
 		log_warning("connection %" PRIu64 " refused: already %u connections "
 		            "(MaxConnections=%u)",
@@ -2387,6 +2606,27 @@ static bool socket_alive(const char *path)
 	return alive;
 }
 
+/* Gives the socket file the daemon just bound SocketMode= and SocketGroup=.
+ * Bound but not yet listening, the socket refuses every connect() (even one
+ * that the file's mode would allow), so there is no moment at which it has
+ * wider permissions than configured. */
+static int socket_set_access(const Config *c, const char *path)
+{
+	if (c->socket_group != CONFIG_GID_UNSET && chown(path, (uid_t)-1, c->socket_group) < 0) {
+		int r = -errno;
+		log_error("cannot give the socket %s the group %" PRIu32 " (SocketGroup=): %s",
+		          path, c->socket_group, strerror(-r));
+		return r;
+	}
+	if (chmod(path, c->socket_mode) < 0) {
+		int r = -errno;
+		log_error("cannot set the mode of the socket %s to %04o (SocketMode=): %s", path,
+		          c->socket_mode, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
 int server_listen(Server *s, int fd)
 {
 	const char *path = s->config->socket_path;
@@ -2397,6 +2637,11 @@ int server_listen(Server *s, int fd)
 	s->listening = true;
 	if (fd >= 0) {
 		r = uv_pipe_open(&s->listener, fd);
+		if (s->config->keys_set & (CONFIG_SET_SOCKET_MODE | CONFIG_SET_SOCKET_GROUP))
+			log_warning(
+			        "SocketMode= and SocketGroup= are ignored: the socket was passed "
+			        "by systemd, whose .socket unit's SocketMode= and SocketGroup= "
+			        "apply");
 	} else {
 		/* uv_pipe_bind would silently cut a long path (config checks it). */
 		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
@@ -2413,11 +2658,15 @@ int server_listen(Server *s, int fd)
 			s->listener.data = s;
 			r = uv_pipe_bind(&s->listener, path);
 		}
-		if (r >= 0)
+		if (r >= 0) {
 			s->socket_bound = true;
+			r = socket_set_access(s->config, path);
+		}
 	}
 	if (r >= 0)
 		r = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+	if (r >= 0)
+		log_access_policy(s->config, s->self_uid);
 	return r;
 }
 
@@ -2604,6 +2853,8 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	s->loop = loop;
 	s->config = config;
 	s->next_id = 1;
+	s->self_uid = geteuid();
+	s->config_gen = 1;
 	list_init(&s->lines);
 	list_init(&s->conns);
 	list_init(&s->job_waiters);
@@ -2712,6 +2963,7 @@ static int recover_row(void *ud, const JournalJob *row)
 	job->exit_status = row->exit_status;
 	job->term_signal = row->term_signal;
 	job->submitted_usec = row->submitted_usec;
+	job->uid = row->uid;
 	job->started_usec = row->started_usec;
 	job->finished_usec = row->finished_usec;
 	job->key = dup_or_null(row->key, &oom);
@@ -2914,6 +3166,13 @@ int server_recover(Server *s, Journal *journal, char *err, size_t errlen)
 				job->workdir = NULL;
 			}
 			line->in_flight++;
+			/* Counts against its submitter's MaxJobsPerUser= like a
+			 * new one (uncounted only if memory runs out here). */
+			if (jobtable_charge(&s->jobs, job) < 0)
+				log_warning("job %" PRIu64
+				            ": out of memory counting it against uid "
+				            "%" PRIu32 "'s jobs in flight",
+				            job->id, job->uid);
 			int pr = pipeline_resume(line->pipeline, job, job->stage);
 			if (pr < 0) {
 				/* Cannot happen at start (the pipeline is open); keep the

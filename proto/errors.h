@@ -29,3 +29,4 @@
 #define PROTO_ERR_INTERNAL "io.pipelined.InternalError"
 #define PROTO_ERR_JOURNAL_FAILED "io.pipelined.JournalFailed"
 #define PROTO_ERR_NO_SPACE "io.pipelined.NoSpace"
+#define PROTO_ERR_PERMISSION_DENIED   "io.pipelined.PermissionDenied"

@@ -129,6 +129,7 @@ static const char syntax[] = "syntax error (expected [section] or key = value)";
 static const char workers_range[] = "not a whole number in 1..1024";
 static const char capacity_range[] = "not a whole number in 1..1048576";
 static const char output_range[] = "not a size in 64KiB..1GiB";
+static const char mode_range[] = "not an octal mode in 0000..0777 (e.g. 0660)";
 
 static const struct {
 	const char *text;
@@ -169,7 +170,8 @@ static const struct {
 	{ DAEMON_KEY("socket = /run/x.sock"), 2, "socket",
 	  "unknown key in [daemon] (known: Socket, StateDirectory, MaxConnections, "
 	  "MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec, RetainAge, Durability, "
-	  "JournalMinFree)" },
+	  "JournalMinFree, SocketMode, SocketGroup, AllowUsers, AllowGroups, ReadOnlyUsers, "
+	  "ReadOnlyGroups, MaxJobsPerUser)" },
 	{ "[pipeline p]\nWorkers = 2\n[stage p/s]\nAction = noop\n", 2, "Workers",
 	  "unknown key ([pipeline] sections take no keys)" },
 	/* Numbers. */
@@ -197,6 +199,28 @@ static const struct {
 	{ DAEMON_KEY("RetainAge = 2 weeks"), 2, "RetainAge", "not a duration in range" },
 	{ DAEMON_KEY("JournalMinFree = 16385G"), 2, "JournalMinFree", "not a size in 0..16384GiB" },
 	{ DAEMON_KEY("ShutdownTimeoutSec = 86401"), 2, "ShutdownTimeoutSec", "in 1..86400" },
+	/* Access control. */
+	{ DAEMON_KEY("SocketMode = 0778"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = 1777"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = 01000"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = 00660"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = 660x"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = rw-rw----"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = -660"), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketMode = "), 2, "SocketMode", mode_range },
+	{ DAEMON_KEY("SocketGroup = no-such-group-pipelined"), 2, "SocketGroup",
+	  "unknown group 'no-such-group-pipelined'" },
+	{ DAEMON_KEY("SocketGroup = 4294967295"), 2, "SocketGroup",
+	  "group id 4294967295 out of range (0..4294967294)" },
+	{ DAEMON_KEY("AllowUsers = root no-such-user-pipelined 5"), 2, "AllowUsers",
+	  "unknown user 'no-such-user-pipelined'" },
+	{ DAEMON_KEY("ReadOnlyUsers = 99999999999"), 2, "ReadOnlyUsers",
+	  "user id 99999999999 out of range" },
+	{ DAEMON_KEY("AllowGroups = root no-such-group-pipelined"), 2, "AllowGroups",
+	  "unknown group 'no-such-group-pipelined'" },
+	{ DAEMON_KEY("ReadOnlyGroups = -1"), 2, "ReadOnlyGroups", "unknown group '-1'" },
+	{ DAEMON_KEY("MaxJobsPerUser = 10000001"), 2, "MaxJobsPerUser", "in 0..10000000" },
+	{ DAEMON_KEY("MaxJobsPerUser = -1"), 2, "MaxJobsPerUser", "in 0..10000000" },
 	/* Sizes. */
 	{ DAEMON_KEY("MaxOutputBuffer = 65535"), 2, "MaxOutputBuffer", output_range },
 	{ DAEMON_KEY("MaxOutputBuffer = 63K"), 2, "MaxOutputBuffer", output_range },
@@ -247,7 +271,8 @@ static const struct {
 	{ EXEC_KEY("RetryExitCodes ="), 4, "RetryExitCodes", "expected exit statuses 1..255" },
 	{ EXEC_KEY("MaxAttempts = 0"), 4, "MaxAttempts", "not a whole number in 1..100" },
 	{ EXEC_KEY("MaxAttempts = 101"), 4, "MaxAttempts", "not a whole number in 1..100" },
-	{ EXEC_KEY("Stdout = yaml"), 4, "Stdout", "unknown value (known: json, json-required, ignore)" },
+	{ EXEC_KEY("Stdout = yaml"), 4, "Stdout",
+	  "unknown value (known: json, json-required, ignore)" },
 	{ EXEC_KEY("StderrTail = 65K"), 4, "StderrTail", "not a size in 0..64KiB" },
 	{ EXEC_KEY("WorkingDirectory = tmp"), 4, "WorkingDirectory", "not an absolute path" },
 	{ "[pipeline p]\n[stage p/s]\nExec = bin/true\n", 3, "Exec", "absolute path" },
@@ -261,8 +286,8 @@ static const struct {
 	/* Whole-file checks: the one nearest the top is reported. */
 	{ "[pipeline a]\n" OK_PIPELINE, 1, "[pipeline a]",
 	  "pipeline 'a' has no stages (add a [stage a/NAME] section)" },
-	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5,
-	  "[stage b/x]", "the stage does nothing" },
+	{ OK_PIPELINE "[pipeline b]\n[stage b/x]\nWorkers = 1\n[pipeline a]\n", 5, "[stage b/x]",
+	  "the stage does nothing" },
 	{ OK_PIPELINE "[pipeline a]\n[pipeline b]\n[stage b/x]\nWorkers = 1\n", 4, "[pipeline a]",
 	  "has no stages" },
 	{ "", 0, "", "no pipeline defined" },
@@ -804,6 +829,10 @@ START_TEST(test_example_file)
 	ck_assert_uint_eq(c->retain_jobs, 10000);
 	ck_assert_uint_eq(c->retain_bytes, 64 << 20);
 	ck_assert_uint_eq(c->shutdown_timeout_sec, 90);
+	ck_assert_uint_eq(c->socket_mode, 0660);
+	ck_assert_uint_eq(c->socket_group, CONFIG_GID_UNSET);
+	ck_assert_uint_eq(c->keys_set & CONFIG_SET_ACCESS, 0); /* examples are commented out */
+	ck_assert_uint_eq(c->max_jobs_per_user, 0);
 
 	ck_assert_uint_eq(c->n_pipelines, 2);
 	const PipelineConfig *images = config_find_pipeline(c, "images");
@@ -850,6 +879,109 @@ START_TEST(test_durability_keys)
 }
 END_TEST
 
+/* The access keys: defaults, values at their limits, ids and names, lists
+ * that grow when given again, and the decision config_access makes. */
+START_TEST(test_access_keys)
+{
+	Config *c = load_ok(OK_PIPELINE);
+	ck_assert_uint_eq(c->socket_mode, 0660);
+	ck_assert_uint_eq(c->socket_group, CONFIG_GID_UNSET);
+	ck_assert_uint_eq(c->keys_set, 0);
+	ck_assert_uint_eq(c->allow_users.n + c->allow_groups.n + c->read_only_users.n +
+	                          c->read_only_groups.n,
+	                  0);
+	ck_assert_uint_eq(c->max_jobs_per_user, 0);
+	/* No access key: everyone who can open the socket may do everything. */
+	ck_assert_int_eq(config_access(c, 1234, 1234, NULL, 0, 999), CONFIG_ACCESS_ALL);
+	config_free(c);
+
+	c = load_ok(DAEMON_KEY("SocketMode = 0\nSocketGroup = 0\nMaxJobsPerUser = 10000000"));
+	ck_assert_uint_eq(c->socket_mode, 0);
+	ck_assert_uint_eq(c->socket_group, 0);
+	ck_assert_uint_eq(c->keys_set, CONFIG_SET_SOCKET_MODE | CONFIG_SET_SOCKET_GROUP);
+	ck_assert_uint_eq(c->max_jobs_per_user, 10000000);
+	config_free(c);
+	c = load_ok(DAEMON_KEY("SocketMode = 0777\nSocketGroup = root\nMaxJobsPerUser = 1"));
+	ck_assert_uint_eq(c->socket_mode, 0777);
+	ck_assert_uint_eq(c->socket_group, 0); /* the group root is gid 0 everywhere */
+	ck_assert_uint_eq(c->max_jobs_per_user, 1);
+	config_free(c);
+	c = load_ok(DAEMON_KEY("SocketMode = 755\nSocketGroup = 4294967294"));
+	ck_assert_uint_eq(c->socket_mode, 0755);
+	ck_assert_uint_eq(c->socket_group, 4294967294u);
+	config_free(c);
+
+	/* Out of order on purpose: the lists come back sorted. */
+	c = load_ok(DAEMON_KEY("AllowUsers = 1001 root\n"
+	                       "AllowUsers = 4294967294\t 1002\n"
+	                       "AllowGroups = 2000\n"
+	                       "ReadOnlyUsers = 3000\n"
+	                       "ReadOnlyGroups = 4000 root"));
+	ck_assert_uint_eq(c->keys_set, CONFIG_SET_ACCESS);
+	ck_assert_uint_eq(c->allow_users.n, 4);
+	ck_assert_uint_eq(c->allow_users.ids[0], 0);
+	ck_assert_uint_eq(c->allow_users.ids[1], 1001);
+	ck_assert_uint_eq(c->allow_users.ids[2], 1002);
+	ck_assert_uint_eq(c->allow_users.ids[3], 4294967294u);
+	ck_assert_uint_eq(c->allow_groups.n, 1);
+	ck_assert_uint_eq(c->read_only_users.n, 1);
+	ck_assert_uint_eq(c->read_only_groups.n, 2);
+	ck_assert_uint_eq(c->read_only_groups.ids[0], 0);
+	const uint32_t self = 999;
+	uint32_t groups[] = { 50, 4000 };
+	ck_assert_int_eq(config_access(c, 1001, 100, NULL, 0, self), CONFIG_ACCESS_ALL);
+	ck_assert_int_eq(config_access(c, 5000, 2000, NULL, 0, self), CONFIG_ACCESS_ALL);
+	uint32_t admin[] = { 7, 2000 };
+	ck_assert_int_eq(config_access(c, 5000, 100, admin, 2, self), CONFIG_ACCESS_ALL);
+	ck_assert_int_eq(config_access(c, 3000, 100, NULL, 0, self), CONFIG_ACCESS_READ_ONLY);
+	ck_assert_int_eq(config_access(c, 5000, 100, groups, 2, self), CONFIG_ACCESS_READ_ONLY);
+	ck_assert_int_eq(config_access(c, 5000, 4000, NULL, 0, self), CONFIG_ACCESS_READ_ONLY);
+	ck_assert_int_eq(config_access(c, 5000, 100, groups, 1, self), CONFIG_ACCESS_NONE);
+	ck_assert_int_eq(config_access(c, 5000, 100, NULL, 0, self), CONFIG_ACCESS_NONE);
+	/* uid 0 and the daemon's own uid always may. */
+	ck_assert_int_eq(config_access(c, 0, 100, NULL, 0, self), CONFIG_ACCESS_ALL);
+	ck_assert_int_eq(config_access(c, self, 100, NULL, 0, self), CONFIG_ACCESS_ALL);
+	config_free(c);
+
+	/* An empty value empties the list, and still puts a policy in force. */
+	c = load_ok(DAEMON_KEY("AllowUsers = 1001 1002\nAllowUsers ="));
+	ck_assert_uint_eq(c->allow_users.n, 0);
+	ck_assert_uint_eq(c->keys_set, CONFIG_SET_ACCESS);
+	ck_assert_int_eq(config_access(c, 1001, 1001, NULL, 0, 999), CONFIG_ACCESS_NONE);
+	config_free(c);
+}
+END_TEST
+
+/* An access list holds CONFIG_ID_LIST_MAX ids, over as many lines as it
+ * takes; one more is refused on the line that adds it. */
+START_TEST(test_access_list_limit)
+{
+	for (unsigned extra = 0; extra <= 1; extra++) {
+		Text t = { 0 };
+		add(&t, "[daemon]\n");
+		unsigned lines = 0, n = CONFIG_ID_LIST_MAX + extra;
+		for (unsigned i = 0; i < n; i += 16, lines++) {
+			add(&t, "ReadOnlyGroups =");
+			for (unsigned k = i; k < i + 16 && k < n; k++)
+				add(&t, " %u", 10000 + k);
+			add(&t, "\n");
+		}
+		add(&t, OK_PIPELINE);
+		if (extra == 0) {
+			Config *c = load_ok(t.s);
+			ck_assert_uint_eq(c->read_only_groups.n, CONFIG_ID_LIST_MAX);
+			ck_assert_uint_eq(c->read_only_groups.ids[CONFIG_ID_LIST_MAX - 1],
+			                  10000 + CONFIG_ID_LIST_MAX - 1);
+			config_free(c);
+		} else {
+			expect_error(t.s, -EINVAL, 1 + lines, "ReadOnlyGroups",
+			             "more than 1024 groups");
+		}
+		free(t.s);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("config");
@@ -872,6 +1004,8 @@ int main(void)
 	tcase_add_test(tc, test_error_format);
 	tcase_add_test(tc, test_example_file);
 	tcase_add_test(tc, test_durability_keys);
+	tcase_add_test(tc, test_access_keys);
+	tcase_add_test(tc, test_access_list_limit);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

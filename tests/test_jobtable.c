@@ -173,6 +173,75 @@ START_TEST(test_retention_by_age)
 }
 END_TEST
 
+/* Jobs in flight per uid: charged on request, discharged when finished or
+ * on request, counters gone at 0, unknown uids never counted. */
+START_TEST(test_uid_counts)
+{
+	enum { UIDS = 200 }; /* more than 2 per initial bucket: forces growth */
+	JobTable t;
+	ck_assert_int_eq(jobtable_init(&t, 1000, UINT64_MAX), 0);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 0);
+
+	Job *a = job(1, 2), *b = job(2, 2), *c = job(3, 2), *u = job(4, 2);
+	a->uid = b->uid = 1000;
+	c->uid = 0;
+	ck_assert_uint_eq(u->uid, JOB_UID_UNKNOWN);
+	for (Job **j = (Job *[]){ a, b, c, u, NULL }; *j; j++) {
+		ck_assert_int_eq(jobtable_add(&t, *j), 0);
+		ck_assert_int_eq(jobtable_charge(&t, *j), 0);
+	}
+	ck_assert_int_eq(jobtable_charge(&t, a), 0); /* twice: counted once */
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 2);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 0), 1);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, JOB_UID_UNKNOWN), 0);
+	ck_assert(!u->charged);
+	ck_assert_uint_eq(t.uid_count, 2);
+
+	/* Finishing discharges; so does an explicit discharge, once. */
+	jobtable_finish(&t, a);
+	ck_assert(!a->charged);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 1);
+	jobtable_remove(&t, b);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 1); /* removing is not discharging */
+	jobtable_discharge(&t, b);
+	jobtable_discharge(&t, b);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 0);
+	ck_assert_uint_eq(t.uid_count, 1); /* uid 1000's counter is gone */
+	job_free(b);
+
+	/* A requeued job is charged again. */
+	jobtable_unfinish(&t, a);
+	ck_assert_int_eq(jobtable_charge(&t, a), 0);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 1000), 1);
+
+	/* Many uids: every count stays exact through the buckets' growth. */
+	Job *many[UIDS * 2];
+	for (unsigned i = 0; i < UIDS * 2; i++) {
+		many[i] = job(10 + i, 2);
+		many[i]->uid = 5000 + i / 2;
+		ck_assert_int_eq(jobtable_add(&t, many[i]), 0);
+		ck_assert_int_eq(jobtable_charge(&t, many[i]), 0);
+	}
+	ck_assert_uint_eq(t.uid_count, 2 + UIDS);
+	for (unsigned i = 0; i < UIDS; i++)
+		ck_assert_uint_eq(jobtable_uid_jobs(&t, 5000 + i), 2);
+	for (unsigned i = 0; i < UIDS * 2; i += 2)
+		jobtable_finish(&t, many[i]);
+	for (unsigned i = 0; i < UIDS; i++)
+		ck_assert_uint_eq(jobtable_uid_jobs(&t, 5000 + i), 1);
+	for (unsigned i = 1; i < UIDS * 2; i += 2)
+		jobtable_finish(&t, many[i]);
+	ck_assert_uint_eq(t.uid_count, 2);
+	ck_assert_uint_eq(jobtable_uid_jobs(&t, 5000), 0);
+
+	jobtable_finish(&t, a);
+	jobtable_finish(&t, c);
+	jobtable_finish(&t, u);
+	ck_assert_uint_eq(t.uid_count, 0);
+	jobtable_done(&t); /* frees the finished jobs (and, under ASan, shows no leak) */
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("jobtable");
@@ -181,6 +250,7 @@ int main(void)
 	tcase_add_test(tc, test_retention_by_count_and_bytes);
 	tcase_add_test(tc, test_keys);
 	tcase_add_test(tc, test_retention_by_age);
+	tcase_add_test(tc, test_uid_counts);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -111,6 +111,10 @@ static JournalJob full_row(uint64_t id, RowBuf *b)
 		.started_usec = 1700000000100000u + id,
 		.finished_usec = 1700000000200000u + id,
 		.retry_at_usec = 1700000000300000u + id,
+		/* Every uid but the unknown one fits: 0 (root) and the largest. */
+		.uid = id % 3 == 0   ? 0
+		       : id % 3 == 1 ? JOB_UID_UNKNOWN - 1
+		                     : 1000 + (uint32_t)id,
 	};
 }
 
@@ -161,6 +165,7 @@ static void assert_row_eq(const JournalJob *got, const JournalJob *want)
 	ck_assert_uint_eq(got->submitted_usec, want->submitted_usec);
 	ck_assert_uint_eq(got->started_usec, want->started_usec);
 	ck_assert_uint_eq(got->finished_usec, want->finished_usec);
+	ck_assert_uint_eq(got->uid, want->uid);
 	ck_assert_uint_eq(got->retry_at_usec, want->retry_at_usec);
 }
 
@@ -625,8 +630,9 @@ END_TEST
 START_TEST(test_refuses_newer_schema)
 {
 	ck_assert_int_eq(journal_close(open_ok(0)), 0);
-	raw_exec("PRAGMA user_version = 2");
-	assert_refused(-EPROTO, "schema version 2");
+	raw_exec("PRAGMA user_version = 3");
+	ck_assert_int_eq(JOURNAL_SCHEMA_VERSION, 2);
+	assert_refused(-EPROTO, "schema version 3");
 }
 END_TEST
 
@@ -704,7 +710,7 @@ START_TEST(test_bad_row_refused_by_load)
 	ck_assert_int_eq(journal_close(open_ok(0)), 0);
 	raw_exec(
 	        "INSERT INTO jobs VALUES(7, 'p', 's', 0, 'sleeping', 1, 0, '{}', NULL, NULL, 0, 0, "
-	        "0, 0, NULL, NULL, 0, 0, 0, 0)");
+	        "0, 0, NULL, NULL, 0, 0, 0, 0, NULL)");
 	Journal *j = open_ok(0);
 	Ids ids = { 0 };
 	uint64_t next_id = 0;
@@ -721,6 +727,118 @@ START_TEST(test_bad_row_refused_by_load)
 	ck_assert_int_eq(journal_load(j, collect_id, &ids, &next_id, err, sizeof(err)), -EBADMSG);
 	ck_assert_msg(strstr(err, "job 7") && strstr(err, "payload"), "message: %s", err);
 	ck_assert_int_eq(journal_close(j), 0);
+	free(ids.ids);
+}
+END_TEST
+
+/* A uid that no uid_t can be, or not a number, is damage too. */
+START_TEST(test_bad_uid_refused_by_load)
+{
+	static const char *const bad[] = { "-1", "4294967295", "'alice'", "1.5" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(journal_close(open_ok(0)), 0);
+		raw_exec("DELETE FROM jobs");
+		char sql[256];
+		snprintf(sql, sizeof(sql),
+		         "INSERT INTO jobs VALUES(7, 'p', 's', 0, 'queued', 1, 0, '{}', NULL, "
+		         "NULL, 0, 0, 0, 0, NULL, NULL, 0, 0, 0, 0, %s)",
+		         bad[i]);
+		raw_exec(sql);
+		Journal *j = open_ok(0);
+		Ids ids = { 0 };
+		uint64_t next_id = 0;
+		char err[512] = "";
+		ck_assert_int_eq(journal_load(j, collect_id, &ids, &next_id, err, sizeof(err)),
+		                 -EBADMSG);
+		ck_assert_msg(strstr(err, "job 7 has a bad uid"), "uid %s: %s", bad[i], err);
+		ck_assert_int_eq(journal_close(j), 0);
+		free(ids.ids);
+	}
+}
+END_TEST
+
+/* A journal of schema version 1 (before jobs had a uid), as that version
+ * made it: opening migrates it to 2 in place; its rows load with the uid
+ * unknown and keep working (updated, deleted); new rows carry a uid. */
+static const char schema_v1[] =
+        "CREATE TABLE jobs("
+        "id INTEGER PRIMARY KEY, pipeline TEXT NOT NULL, stage TEXT NOT NULL, "
+        "stage_index INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, "
+        "runs INTEGER NOT NULL, payload TEXT NOT NULL, key TEXT, error TEXT, "
+        "ran_program INTEGER NOT NULL, timed_out INTEGER NOT NULL, "
+        "exit_status INTEGER NOT NULL, term_signal INTEGER NOT NULL, stderr_tail BLOB, "
+        "workdir TEXT, submitted_usec INTEGER NOT NULL, started_usec INTEGER NOT NULL, "
+        "finished_usec INTEGER NOT NULL, retry_at_usec INTEGER NOT NULL);"
+        "CREATE UNIQUE INDEX jobs_key ON jobs(key) WHERE key IS NOT NULL;"
+        "CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO meta(name, value) VALUES('next_id', 1);"
+        "INSERT INTO jobs VALUES(1, 'p', 's', 0, 'queued', 1, 0, '{\"a\":1}', 'k1', NULL, 0, 0, "
+        "0, 0, NULL, NULL, 100, 0, 0, 0);"
+        "INSERT INTO jobs VALUES(2, 'p', 't', 1, 'done', 1, 2, '{}', NULL, NULL, 0, 0, 0, 0, "
+        "NULL, NULL, 100, 101, 102, 0);"
+        "PRAGMA journal_mode = WAL;"
+        "PRAGMA user_version = 1;";
+
+START_TEST(test_migrates_version_1)
+{
+	raw_exec(schema_v1);
+	ck_assert_int_eq(raw_query_int("PRAGMA user_version"), 1);
+
+	Journal *j = open_ok(0);
+	ck_assert_int_eq(raw_query_int("PRAGMA user_version"), 2);
+	Ids ids = { 0 };
+	uint64_t next_id = 0;
+	char err[512] = "";
+	Expect e = { .n = 2 };
+	e.rows[0] = (JournalJob){ .id = 1,
+		                  .pipeline = "p",
+		                  .stage = "s",
+		                  .state = JOB_QUEUED,
+		                  .attempt = 1,
+		                  .payload = "{\"a\":1}",
+		                  .payload_len = 7,
+		                  .key = "k1",
+		                  .submitted_usec = 100,
+		                  .uid = JOB_UID_UNKNOWN };
+	e.rows[1] = (JournalJob){ .id = 2,
+		                  .pipeline = "p",
+		                  .stage = "t",
+		                  .stage_index = 1,
+		                  .state = JOB_DONE,
+		                  .attempt = 1,
+		                  .runs = 2,
+		                  .payload = "{}",
+		                  .payload_len = 2,
+		                  .submitted_usec = 100,
+		                  .started_usec = 101,
+		                  .finished_usec = 102,
+		                  .uid = JOB_UID_UNKNOWN };
+	ck_assert_int_eq(journal_load(j, check_row, &e, &next_id, err, sizeof(err)), 0);
+	ck_assert_uint_eq(e.seen, 2);
+	ck_assert_uint_eq(next_id, 3);
+
+	/* The old rows take changes; a new row has its uid. */
+	ck_assert_int_eq(journal_start(j, NULL, NULL), 0);
+	JournalJob moved = e.rows[0];
+	moved.state = JOB_DONE;
+	moved.finished_usec = 200;
+	JournalJob fresh = small_row(3, "{}", 2);
+	fresh.uid = 4242;
+	ck_assert_uint_gt(journal_put(j, &moved, false, false), 0);
+	ck_assert_uint_gt(journal_put(j, &fresh, true, false), 0);
+	ck_assert_uint_gt(journal_delete(j, 2, false), 0);
+	ck_assert_int_eq(journal_close(j), 0);
+
+	ck_assert_int_eq(raw_query_int("SELECT count(*) FROM jobs WHERE uid IS NULL"), 1);
+	ck_assert_int_eq(raw_query_int("SELECT uid FROM jobs WHERE id = 3"), 4242);
+	j = open_ok(0); /* already at 2: nothing to migrate */
+	Expect e2 = { .n = 2 };
+	e2.rows[0] = moved;
+	e2.rows[1] = fresh;
+	ck_assert_int_eq(journal_load(j, check_row, &e2, &next_id, err, sizeof(err)), 0);
+	ck_assert_uint_eq(e2.seen, 2);
+	ck_assert_int_eq(journal_close(j), 0);
+	ck_assert_int_eq(raw_query_int("PRAGMA user_version"), 2);
 	free(ids.ids);
 }
 END_TEST
@@ -973,6 +1091,8 @@ int main(void)
 	tcase_add_test(tc, test_close_commits_pending);
 	tcase_add_test(tc, test_batch_keeps_the_last_change_per_job);
 	tcase_add_test(tc, test_refuses_newer_schema);
+	tcase_add_test(tc, test_bad_uid_refused_by_load);
+	tcase_add_test(tc, test_migrates_version_1);
 	tcase_add_test(tc, test_refuses_garbage);
 	tcase_add_test(tc, test_refuses_foreign_database);
 	tcase_add_test(tc, test_refuses_truncated);
