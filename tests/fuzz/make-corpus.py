@@ -2,14 +2,14 @@
 """Writes the fuzz targets' seed corpus (tests/fuzz/corpus/) from the
 protocol tests: the parse cases of tests/data/ (test_message.c), the
 examples of proto/PROTOCOL.md, and the framing cases of test_frame.c
-written as fuzz_frame.c scripts. Run it again when those change; it
-rewrites corpus/ from scratch (the regressions are never touched).
+written as fuzz_frame.c scripts. Run it again when those change: it
+rewrites the files it names and leaves any other file in corpus/ (inputs
+merged from a fuzzing run) and the regressions alone.
 
 Usage: tests/fuzz/make-corpus.py
 """
 import os
 import re
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -114,8 +114,7 @@ def frame_cases(stream_messages):
 
 def write(target, cases):
     d = os.path.join(HERE, "corpus", target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
     seen = set()
     for name, data in cases:
         if data in seen:
