@@ -19,8 +19,9 @@
  *   - proto_raw_param finds, for each parameter of a parsed call, text that
  *     parses to the same value, with the right depth and compactness (the
  *     daemon stores a compact payload's text as the job's payload and
- *     checks its depth limit on that depth); on any other text it stays
- *     within the message.
+ *     checks its depth limit on that depth); in a call proto built, each
+ *     plainly written parameter is found, as its exact compact text; on
+ *     any other text it stays within the message.
  *   - The typed parameter readers accept exactly the values of their type
  *     (and range), as the daemon's dispatch uses them. */
 #include <errno.h>
@@ -237,6 +238,52 @@ static void check_raw_any(const char *msg, size_t len)
 	}
 }
 
+/* Whether jansson writes key as it is (no quote, backslash or control
+ * byte to escape). */
+static bool plain_key(const char *key)
+{
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		if (*p == '"' || *p == '\\' || *p < 0x20)
+			return false;
+	return true;
+}
+
+/* A slice of a message built by proto/: exactly the compact text of want. */
+static void check_built_slice(const ProtoSlice *sl, json_t *want)
+{
+	char *text = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
+	FUZZ_CHECK(text);
+	FUZZ_CHECK(sl->compact && sl->len == strlen(text) && memcmp(sl->text, text, sl->len) == 0);
+	FUZZ_CHECK(sl->depth == tree_depth(want));
+	free(text);
+}
+
+/* In a call proto_build_call wrote (what pipelinectl sends), every plainly
+ * written parameter is found, and is its compact text: the daemon's fast
+ * path (no re-encoding) must not quietly fall back for its own client. */
+static void check_raw_built(const char *msg, size_t len, json_t *params)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(params, key, v)
+	{
+		if (!plain_key(key))
+			continue;
+		ProtoSlice one;
+		FUZZ_CHECK(proto_raw_param(msg, len, key, false, &one, 1) == 1);
+		check_built_slice(&one, v);
+		if (!json_is_array(v))
+			continue;
+		size_t n = json_array_size(v);
+		ProtoSlice *sl = malloc((n + 1) * sizeof(*sl));
+		FUZZ_CHECK(sl);
+		FUZZ_CHECK(proto_raw_param(msg, len, key, true, sl, n) == (int)n);
+		for (size_t i = 0; i < n; i++)
+			check_built_slice(&sl[i], json_array_get(v, i));
+		free(sl);
+	}
+}
+
 /* The typed readers, on every parameter, as the daemon's dispatch calls them. */
 static void check_param_readers(json_t *params)
 {
@@ -323,6 +370,7 @@ static void check_call(const char *msg, size_t len, const ProtoCall *c)
 	FUZZ_CHECK(json_equal(again.parameters, c->parameters));
 	FUZZ_CHECK(again.more == c->more && again.oneway == c->oneway);
 	proto_call_done(&again);
+	check_raw_built(buf, blen - 1, c->parameters);
 	free(buf);
 
 raw:
