@@ -91,7 +91,8 @@ static long run_path(const char *path)
 		count++;
 	}
 	closedir(d);
-	qsort(names, count, sizeof(*names), cmp_names);
+	if (count > 0) /* qsort must not get NULL, even for no elements */
+		qsort(names, count, sizeof(*names), cmp_names);
 	long run = 0;
 	for (size_t i = 0; i < count; i++) {
 		char *file;
