@@ -8,7 +8,7 @@
  *   0nnnnnnn     feed the next n input bytes (n = 0: an empty read)
  *   10xxxxxc     take every whole message, then compact if c
  *   110nnnnn     take at most n messages
- *   111nnnnn     take at most n messages, then compact
+ *   111nnnnn     take at most n messages (n < 31), then compact
  *   11111111 c h l   feed byte c, ((h << 8 | l) + 1) * 128 times in one read
  *                (128 B to 8 MiB: past PROTO_MESSAGE_MAX with a short
  *                input; at most RUN_BUDGET bytes of runs per input, and
@@ -93,6 +93,7 @@ static void feed(FrameReader *r, Model *m, const uint8_t *p, size_t n)
 	int ret = frame_reader_feed(r, p, n);
 	if (m->broken) {
 		FUZZ_CHECK(ret == -EMSGSIZE);
+		check_state(r, m);
 		return;
 	}
 	if (ret == -ENOMEM) /* nothing was added: the model stays as it is */
@@ -119,6 +120,7 @@ static void take(FrameReader *r, Model *m, size_t limit)
 		int ret = frame_reader_next(r, &msg, &len);
 		if (m->broken) {
 			FUZZ_CHECK(ret == -EMSGSIZE);
+			check_state(r, m);
 			return;
 		}
 		if (m->head == m->count) {
