@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the fuzz targets' seed corpus (tests/fuzz/corpus/) from the
 protocol tests: the parse cases of tests/data/ (test_message.c), the
-examples of proto/PROTOCOL.md, and the framing cases of test_frame.c
-written as fuzz_frame.c scripts. Run it again when those change: it
+examples of proto/PROTOCOL.md, the calls of test_rawjson.c, and the
+framing cases of test_frame.c written as fuzz_frame.c scripts. Run it again when those change: it
 rewrites the files it names and leaves any other file in corpus/ (inputs
 merged from a fuzzing run) and the regressions alone.
 
@@ -50,6 +50,24 @@ def protocol_examples():
                 fenced = not fenced
             elif fenced and line.startswith(b"{"):
                 yield f"protocol-{lineno:03d}", line
+
+
+def rawjson_cases():
+    """The calls of test_rawjson.c: payload slices with strings that hold
+    brackets and escapes, whitespace, an escaped key, an empty array."""
+    yield "rawjson-elements", (
+        rb'{"method":"io.pipelined.SubmitBatch","parameters":{"pipeline":"p",'
+        rb'"payloads":[{"a":1},{"b":[1,{"c":"]}\"{"}]},{}]}}')
+    yield "rawjson-spaced", (
+        rb' { "parameters" : { "payload" : { "x" : [ 1 , 2 ] } } ,'
+        rb' "method" : "io.pipelined.Submit" } ')
+    yield "rawjson-empty", rb'{"method":"a.B","parameters":{"payloads":[ ]}}'
+    yield "rawjson-escaped-key", rb'{"method":"a.B","parameters":{"payl\u006fads":[{}]}}'
+    yield "rawjson-batch", (
+        rb'{"method":"io.pipelined.SubmitBatch","parameters":{"pipeline":"p","payloads":[{},'
+        rb'{"url":"http://x/a b.png","n":12,"f":-1.5e3,"t":true,"z":null},'
+        rb'{"s":"\"quoted\\ \u00e9 \n","a":[[],[{}],[[[1]]]],"o":{"k":{"k":{}}}},'
+        rb'{"brackets":"[{]}","comma":","}]}}')
 
 
 # fuzz_frame.c's script: a limit byte, then operations.
@@ -127,7 +145,7 @@ def write(target, cases):
 
 def main():
     messages = (list(data_cases("calls.txt", True)) + list(data_cases("replies.txt", False)) +
-                list(protocol_examples()))
+                list(protocol_examples()) + list(rawjson_cases()))
     write("message", messages)
     write("frame", frame_cases([m for _, m in messages]))
 
