@@ -62,9 +62,15 @@ int frame_reader_next(FrameReader *r, const char **ret_msg, size_t *ret_len)
 {
 	if (r->broken)
 		return -EMSGSIZE;
-	char *tail = r->buf + r->start;
 	size_t n = r->len - r->start;
-	char *nul = n > r->scanned ? memchr(tail + r->scanned, '\0', n - r->scanned) : NULL;
+	/* Nothing unscanned: return before touching buf, which is NULL before
+	 * the first feed and after a compact (NULL + 0 is undefined). */
+	if (n <= r->scanned) {
+		r->scanned = n;
+		return 0;
+	}
+	char *tail = r->buf + r->start;
+	char *nul = memchr(tail + r->scanned, '\0', n - r->scanned);
 	if (!nul) {
 		r->scanned = n;
 		return 0;
