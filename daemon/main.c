@@ -176,8 +176,8 @@ static void socket_name(int fd, char *buf, size_t len)
 {
 	struct sockaddr_un sa = { 0 };
 	socklen_t sl = sizeof(sa);
-	if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sl > offsetof(struct sockaddr_un, sun_path) &&
-	    sa.sun_path[0])
+	if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sun_family == AF_UNIX &&
+	    sl > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
 		snprintf(buf, len, "%.*s", (int)(sl - offsetof(struct sockaddr_un, sun_path)), sa.sun_path);
 	else
 		snprintf(buf, len, "<unknown>");

@@ -958,14 +958,18 @@ START_TEST(test_a_silent_worker_is_stalled_a_beating_one_is_not)
 	ck_assert_int_eq(action_new_function(hang_or_beat, NULL, &a), 0);
 	ck_assert_int_eq(pipeline_add_stage(p, "work", 3, 8, a), 0);
 	ck_assert_int_eq(pipeline_start(p), 0);
+	uint64_t t0 = mono_usec();
 	submit_ids(p, 1, 2);
 	WAIT_UNTIL(sstats(p, 1).busy == 2);
+	StageStall st = { 0 };
+	unsigned stage = 99;
+	/* Each job beat as it started (after t0), however long its worker
+	 * had waited for it. */
+	ck_assert_uint_eq(pipeline_find_stalled(p, t0 + 10000000, 10000000, &stage, &st), 0);
 	uint64_t t = mono_usec();
 	uint64_t b = atomic_load(&beats);
 	WAIT_UNTIL(atomic_load(&beats) > b + 1); /* a beat wholly after t */
 
-	StageStall st = { 0 };
-	unsigned stage = 99;
 	/* 10 s after t, with a 10 s threshold: job 1 started before t (stalled),
 	 * job 2 beat after t (not); idle workers never are. */
 	ck_assert_uint_eq(pipeline_find_stalled(p, t + 10000000, 10000000 - 1, &stage, &st), 1);

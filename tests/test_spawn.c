@@ -937,7 +937,8 @@ START_TEST(test_a_watched_thread_beats_while_its_program_runs)
 	SpawnRequest req = request(SH(script));
 	SpawnResult res = run(&req);
 	pthread_join(t, NULL);
-	ck_assert_uint_ge(atomic_load(&w.seen), 5);
+	unsigned seen = atomic_load(&w.seen);
+	ck_assert_uint_ge(seen, 5);
 	ck_assert_int_eq(res.exit_status, 0);
 	ck_assert(!res.timed_out);
 	spawn_result_free(&res);
