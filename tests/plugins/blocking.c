@@ -2,7 +2,7 @@
  * by PluginArg= exists (checking every 10 ms), then succeeds. It never
  * beats a heartbeat (a plugin cannot): the watchdog tests use it to make a
  * stage look stuck, and release it by creating the file. */
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,10 +16,14 @@ unsigned pipelined_plugin_abi(void)
 
 int pipelined_worker_init(const char *arg, void **state)
 {
-	static char path[4096];
-	snprintf(path, sizeof(path), "%s", arg);
-	*state = path;
-	return path[0] ? 0 : 1;
+	if (!arg[0] || !(*state = strdup(arg)))
+		return 1;
+	return 0;
+}
+
+void pipelined_worker_fini(void *state)
+{
+	free(state);
 }
 
 int pipelined_run(void *state, const pipelined_job *job, pipelined_result *result)
