@@ -153,18 +153,20 @@ static int socket_from_systemd(int *ret_fd, char *err, size_t errlen)
 		return 0;
 	}
 	if (n > 1) {
-		snprintf(err, errlen,
-		         "socket activation: systemd passed %d sockets; pipelined takes exactly one "
-		         "(one ListenStream= path in pipelined.socket)",
-		         n);
+		snprintf(
+		        err, errlen,
+		        "socket activation: systemd passed %d sockets; pipelined takes exactly one "
+		        "(one ListenStream= path in pipelined.socket)",
+		        n);
 		return -EINVAL;
 	}
 	int r = sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0);
 	if (r <= 0) {
-		snprintf(err, errlen,
-		         "socket activation: the socket systemd passed (fd %d) is not a listening "
-		         "Unix stream socket%s%s (pipelined.socket needs ListenStream= with a path)",
-		         SD_LISTEN_FDS_START, r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
+		snprintf(
+		        err, errlen,
+		        "socket activation: the socket systemd passed (fd %d) is not a listening "
+		        "Unix stream socket%s%s (pipelined.socket needs ListenStream= with a path)",
+		        SD_LISTEN_FDS_START, r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
 		return -EINVAL;
 	}
 	*ret_fd = SD_LISTEN_FDS_START;
@@ -178,7 +180,8 @@ static void socket_name(int fd, char *buf, size_t len)
 	socklen_t sl = sizeof(sa);
 	if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sun_family == AF_UNIX &&
 	    sl > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
-		snprintf(buf, len, "%.*s", (int)(sl - offsetof(struct sockaddr_un, sun_path)), sa.sun_path);
+		snprintf(buf, len, "%.*s", (int)(sl - offsetof(struct sockaddr_un, sun_path)),
+		         sa.sun_path);
 	else
 		snprintf(buf, len, "<unknown>");
 }

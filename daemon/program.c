@@ -69,8 +69,10 @@ void program_free(Program *p)
  * (NotifyAccess=main) with a warning in the journal. */
 static bool service_variable(const char *e)
 {
-	static const char *const names[] = { "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
-		                             "LISTEN_FDS=",    "LISTEN_PID=",    "LISTEN_FDNAMES=" };
+	static const char *const names[] = {
+		"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
+		"LISTEN_FDS=",    "LISTEN_PID=",    "LISTEN_FDNAMES="
+	};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (strncmp(e, names[i], strlen(names[i])) == 0)
 			return true;

@@ -195,9 +195,9 @@ struct Server {
 	 * STATUS= refreshed while jobs are in flight, and the watchdog. */
 	uv_prepare_t status_prepare; /* starts status_timer when jobs are in flight */
 	uv_timer_t status_timer, watchdog_timer;
-	bool notify_handles;      /* the three above were initialized */
-	bool stalled;             /* a stuck worker stopped the watchdog pings */
-	char stall_text[200];     /* which one, for STATUS= */
+	bool notify_handles;  /* the three above were initialized */
+	bool stalled;         /* a stuck worker stopped the watchdog pings */
+	char stall_text[200]; /* which one, for STATUS= */
 	uint64_t retired_done, retired_failed, retired_cancelled; /* of lines freed */
 	char readbuf[64 * 1024];
 };
@@ -2019,8 +2019,7 @@ static int apply_config(Server *s, Config *next, json_t *added, json_t *removed,
 }
 
 /* Reloads; on success returns 0 and the changes in *ret (new reference). */
-static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char *err,
-                               size_t errlen)
+static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
 {
 	Config *next;
 	int r = config_load(s->config_path, &next, cerr);
@@ -2536,11 +2535,13 @@ static uint64_t status_format(Server *s, char *buf, size_t len)
 	format_count(failed, f, sizeof(f));
 	format_count(cancelled, c, sizeof(c));
 	/* Cut to len if it must (the stall text is the long part). */
-	int n = snprintf(buf, len, "%s%s%s%u pipeline%s: %s queued, %s running%s%s%s, %s done, %s failed%s%s%s",
-	         s->shutting_down ? "stopping: " : "", s->stalled ? s->stall_text : "",
-	         s->stalled ? "; " : "", pipelines, pipelines == 1 ? "" : "s", q, ru,
-	         retrying ? ", " : "", retrying ? re : "", retrying ? " retrying" : "", d, f,
-	         cancelled ? ", " : "", cancelled ? c : "", cancelled ? " cancelled" : "");
+	int n = snprintf(
+	        buf, len,
+	        "%s%s%s%u pipeline%s: %s queued, %s running%s%s%s, %s done, %s failed%s%s%s",
+	        s->shutting_down ? "stopping: " : "", s->stalled ? s->stall_text : "",
+	        s->stalled ? "; " : "", pipelines, pipelines == 1 ? "" : "s", q, ru,
+	        retrying ? ", " : "", retrying ? re : "", retrying ? " retrying" : "", d, f,
+	        cancelled ? ", " : "", cancelled ? c : "", cancelled ? " cancelled" : "");
 	if (n < 0 && len > 0)
 		buf[0] = '\0';
 	return in_flight;

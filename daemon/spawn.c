@@ -473,7 +473,10 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 
 	uint64_t deadline = req->timeout_usec ? start + req->timeout_usec : UINT64_MAX;
 	uint64_t period = heartbeat_period_usec();
-	int beat_ms = period == 0 ? 0 : period >= 1000000u ? 1000 : period < 1000u ? 1 : (int)(period / 1000u);
+	int beat_ms = period == 0          ? 0
+	              : period >= 1000000u ? 1000
+	              : period < 1000u     ? 1
+	                                   : (int)(period / 1000u);
 	for (;;) {
 		struct pollfd pfd[4];
 		nfds_t n = 0;

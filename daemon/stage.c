@@ -6,8 +6,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -36,8 +36,8 @@ typedef struct Worker {
 	 * (release); a reader that sees the state (acquire) sees them too. */
 	Heartbeat hb;
 	_Atomic uint64_t job_id;
-	_Atomic int tid;     /* the thread's id (gettid), 0 until it has started */
-	unsigned number;     /* 1 for the stage's first worker thread, then 2... (immutable) */
+	_Atomic int tid; /* the thread's id (gettid), 0 until it has started */
+	unsigned number; /* 1 for the stage's first worker thread, then 2... (immutable) */
 } Worker;
 
 typedef enum WorkerState {
@@ -601,9 +601,10 @@ unsigned stage_find_stalled(Stage *s, uint64_t now_usec, uint64_t stale_usec, St
 			*ret = (StageStall){
 				.worker = w->number,
 				.tid = atomic_load_explicit(&w->tid, memory_order_relaxed),
-				.job_id = state == WORKER_RUNNING ? atomic_load_explicit(
-				                  &w->job_id, memory_order_relaxed)
-				                                  : 0,
+				.job_id = state == WORKER_RUNNING
+				                  ? atomic_load_explicit(&w->job_id,
+				                                         memory_order_relaxed)
+				                  : 0,
 				.silent_usec = silent,
 			};
 		n++;

@@ -918,7 +918,6 @@ START_TEST(test_requeue_resumes_at_the_failed_stage)
 }
 END_TEST
 
-
 /* ---- progress: heartbeats and stalled workers ---------------------------- */
 
 /* Job 1 holds its worker at the gate without a sign of life (a hung plugin
@@ -980,9 +979,8 @@ START_TEST(test_a_silent_worker_is_stalled_a_beating_one_is_not)
 	ck_assert_int_gt(st.tid, 0);
 	ck_assert_uint_ge(st.silent_usec, 10000000);
 	StageStall single = { 0 };
-	ck_assert_uint_eq(stage_find_stalled(pipeline_stage(p, 1), t + 10000000, 10000000 - 1,
-	                                     &single),
-	                  1);
+	ck_assert_uint_eq(
+	        stage_find_stalled(pipeline_stage(p, 1), t + 10000000, 10000000 - 1, &single), 1);
 	ck_assert_uint_eq(single.job_id, 1);
 	ck_assert_uint_eq(stage_find_stalled(pipeline_stage(p, 0), t + 10000000, 0, &single), 0);
 	/* Far enough ahead, the beating one is stalled too; the silent one
