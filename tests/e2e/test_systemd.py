@@ -329,6 +329,24 @@ class Watchdog(SystemdCase):
         # About 8 pings in 4 s; 3 is far below what any machine sends.
         self.assertGreaterEqual(n.pings() - before, 3)
 
+    def test_a_plugin_stuck_in_its_worker_setup_stops_the_pings(self):
+        """A worker whose plugin's pipelined_worker_init hangs is stuck too."""
+        n = self.notify_socket()
+        release = self.release + ".init"
+        d = self.start_sd({"slow": [stage("a", Plugin=BLOCKING, PluginArg="init:" + release)]},
+                          prefix=WATCHDOG_WRAPPER,
+                          env={"NOTIFY_SOCKET": n.path,
+                               "WATCHDOG_USEC": str(int(self.INTERVAL * 1e6))})
+        self.wait_log(d, "watchdog pings stop")
+        self.assertRegex(d.stderr(), r"pipeline slow, stage a: worker 1 \(thread \d+\) has been "
+                         r"in its plugin's worker setup for \d+\.\d s")
+        stopped_at = n.pings()
+        open(release, "w").close()
+        self.wait_log(d, "watchdog pings resume")
+        wait_until(lambda: n.pings() >= stopped_at + 2, "pings after the setup ended")
+        c = self.connect(d)
+        self.assertEqual(self.wait_job(c, self.submit(c, "slow"))["state"], "done")
+
     def test_the_watchdog_is_announced_only_for_this_process(self):
         """WATCHDOG_PID naming another process: no watchdog (sd_watchdog_enabled)."""
         n = self.notify_socket()
