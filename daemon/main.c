@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
@@ -23,8 +25,10 @@
 #include "action.h"
 #include "config.h"
 #include "crashpoint.h"
+#include "heartbeat.h"
 #include "journal.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 #include "testvfs.h"
 
@@ -59,7 +63,7 @@ static int load_config(const char *path, Config **ret)
 	int r = config_load(path, ret, &err);
 	if (r < 0) {
 		config_error_format(&err, line, sizeof(line));
-		fprintf(stderr, "pipelined: bad configuration: %s\n", line);
+		log_error("bad configuration: %s", line);
 	}
 	return r;
 }
@@ -132,6 +136,56 @@ static int lock_state_dir(const char *state_dir)
 	return 0; /* fd stays open: the lock lasts as long as the process */
 }
 
+/* Socket activation (sd_listen_fds(3)): the listening socket systemd passed
+ * in *ret_fd, or -1 if it passed none (then we bind our own). Exactly one
+ * listening Unix stream socket is accepted: anything else is a unit file
+ * mistake, said in err, and the daemon does not start (-EINVAL). The
+ * LISTEN_* variables are removed from the environment. */
+static int socket_from_systemd(int *ret_fd, char *err, size_t errlen)
+{
+	int n = sd_listen_fds(1);
+	if (n < 0) {
+		snprintf(err, errlen, "socket activation: LISTEN_FDS: %s", strerror(-n));
+		return n;
+	}
+	if (n == 0) {
+		*ret_fd = -1;
+		return 0;
+	}
+	if (n > 1) {
+		snprintf(
+		        err, errlen,
+		        "socket activation: systemd passed %d sockets; pipelined takes exactly one "
+		        "(one ListenStream= path in pipelined.socket)",
+		        n);
+		return -EINVAL;
+	}
+	int r = sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0);
+	if (r <= 0) {
+		snprintf(
+		        err, errlen,
+		        "socket activation: the socket systemd passed (fd %d) is not a listening "
+		        "Unix stream socket%s%s (pipelined.socket needs ListenStream= with a path)",
+		        SD_LISTEN_FDS_START, r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
+		return -EINVAL;
+	}
+	*ret_fd = SD_LISTEN_FDS_START;
+	return 0;
+}
+
+/* Where fd listens ("<unknown>" if it does not say), for the log. */
+static void socket_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_un sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && sa.sun_family == AF_UNIX &&
+	    sl > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
+		snprintf(buf, len, "%.*s", (int)(sl - offsetof(struct sockaddr_un, sun_path)),
+		         sa.sun_path);
+	else
+		snprintf(buf, len, "<unknown>");
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
 	if (!uv_is_closing(h))
@@ -153,6 +207,7 @@ int main(int argc, char **argv)
 	bool check = false;
 	int opt;
 
+	log_init();
 	while ((opt = getopt_long(argc, argv, "c:s:h", options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
@@ -178,7 +233,7 @@ int main(int argc, char **argv)
 	if (check && optind < argc)
 		config_path = argv[optind++];
 	if (optind < argc) {
-		fprintf(stderr, "pipelined: unexpected argument '%s'\n", argv[optind]);
+		log_error("unexpected argument '%s'", argv[optind]);
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -188,9 +243,29 @@ int main(int argc, char **argv)
 	Config *config;
 	if (load_config(config_path, &config) < 0)
 		return EXIT_CONFIG;
+	/* What systemd passed, read (and removed from the environment, which
+	 * the stages' programs inherit) before anything starts. */
+	char why[512];
+	int listen_fd;
+	int r = socket_from_systemd(&listen_fd, why, sizeof(why));
+	if (r < 0) {
+		log_error("%s", why);
+		config_free(config);
+		return EXIT_FAILURE;
+	}
+	if (notify_init() < 0)
+		log_warning("WATCHDOG_USEC/WATCHDOG_PID are malformed: no watchdog");
+	if (notify_stale_usec() > 0) {
+		/* A program's worker beats 4 times per stale period (at most
+		 * once a second is needed, at least every millisecond is useful). */
+		uint64_t period = notify_stale_usec() / 4;
+		heartbeat_set_period(period < 1000 ? 1000 : period > 1000000 ? 1000000 : period);
+		log_info("watchdog: pinging every %.3f s while every stage makes progress",
+		         (double)notify_watchdog_usec() / 2e6);
+	}
 	if (socket_path) {
 		if (strlen(socket_path) > 107) {
-			fprintf(stderr, "pipelined: --socket: path longer than 107 bytes\n");
+			log_error("--socket: path longer than 107 bytes");
 			config_free(config);
 			return EXIT_USAGE;
 		}
@@ -202,26 +277,26 @@ int main(int argc, char **argv)
 		}
 	}
 	bool durable = config->durability == CONFIG_DURABILITY_FULL;
-	int r = ensure_state_dir(config->state_dir);
+	r = ensure_state_dir(config->state_dir);
 	if (r >= 0)
 		r = lock_state_dir(config->state_dir);
 	if (r >= 0)
 		r = reset_scratch_root(config->state_dir, !durable);
 	if (r < 0) {
-		fprintf(stderr, "pipelined: state directory %s: %s\n", config->state_dir,
-		        r == -EBUSY ? "another pipelined is using it" : strerror(-r));
+		log_error("state directory %s: %s", config->state_dir,
+		          r == -EBUSY ? "another pipelined is using it" : strerror(-r));
 		config_free(config);
 		return EXIT_FAILURE;
 	}
 	/* Test hooks (crashpoint.h, testvfs.h): before any thread starts. */
 	if (crashpoint_init() < 0) {
-		fprintf(stderr, "pipelined: PIPELINED_CRASH_AT: expected NAME:N with N >= 1\n");
+		log_error("PIPELINED_CRASH_AT: expected NAME:N with N >= 1");
 		config_free(config);
 		return EXIT_USAGE;
 	}
 	r = testvfs_register_from_env();
 	if (r < 0) {
-		fprintf(stderr, "pipelined: PIPELINED_TEST_VFS: %s\n", strerror(-r));
+		log_error("PIPELINED_TEST_VFS: %s", strerror(-r));
 		config_free(config);
 		return EXIT_USAGE;
 	}
@@ -263,7 +338,7 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	Server *server = NULL;
-	char socket_copy[108];
+	char socket_copy[160];
 	snprintf(socket_copy, sizeof(socket_copy), "%s", config->socket_path);
 	int status = EXIT_SUCCESS;
 	char rerr[1024] = "";
@@ -272,11 +347,16 @@ int main(int argc, char **argv)
 		journal_close(journal);
 		status = EXIT_FAILURE;
 	} else {
-		/* Socket activation: systemd passes the listening socket as fd 3.
-		 * Listening first: a second daemon on the same socket stops here,
-		 * before it touches the jobs. Nobody is served before uv_run. */
-		int fd = sd_listen_fds(1) == 1 ? SD_LISTEN_FDS_START : -1;
-		r = server_listen(server, fd);
+		/* Socket activation: the socket systemd passed (never unlinked),
+		 * else our own. Listening first: a second daemon on the same
+		 * socket stops here, before it touches the jobs. Nobody is
+		 * served before uv_run. */
+		if (listen_fd >= 0) {
+			char name[108];
+			socket_name(listen_fd, name, sizeof(name));
+			snprintf(socket_copy, sizeof(socket_copy), "%s (passed by systemd)", name);
+		}
+		r = server_listen(server, listen_fd);
 		if (r < 0) {
 			if (r == -EADDRINUSE)
 				log_error("cannot listen on %s: another pipelined is running there",
@@ -294,12 +374,11 @@ int main(int argc, char **argv)
 			server_shutdown(server, true, 60 * 1000);
 		} else {
 			log_info("listening on %s", socket_copy);
-			sd_notify(0, "READY=1\nSTATUS=running");
+			server_notify_ready(server);
 		}
 	}
 	if (server) {
 		uv_run(&loop, UV_RUN_DEFAULT);
-		sd_notify(0, "STOPPING=1");
 		if (status == EXIT_SUCCESS)
 			status = server_exit_status(server);
 		if (server_abandoned(server)) {

@@ -436,3 +436,19 @@ void pipeline_stats(Pipeline *p, PipelineStats *ret)
 			ret->done = st.succeeded;
 	}
 }
+
+unsigned pipeline_find_stalled(Pipeline *p, uint64_t now_usec, uint64_t stale_usec,
+                               unsigned *ret_stage, StageStall *ret)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < p->n_stages; i++) {
+		StageStall st;
+		unsigned k = stage_find_stalled(p->stages[i], now_usec, stale_usec, &st);
+		if (k > 0 && (n == 0 || st.silent_usec > ret->silent_usec)) {
+			*ret = st;
+			*ret_stage = i;
+		}
+		n += k;
+	}
+	return n;
+}

@@ -154,3 +154,10 @@ const char *pipeline_name(Pipeline *p);
 unsigned pipeline_stage_count(Pipeline *p);
 Stage *pipeline_stage(Pipeline *p, unsigned index); /* borrowed; NULL if out of range */
 void pipeline_stats(Pipeline *p, PipelineStats *ret);
+
+/* stage_find_stalled over every stage: how many workers are stalled in
+ * all; when there is one, the one silent longest in *ret and its stage's
+ * index in *ret_stage (else both untouched). Any thread; never blocks
+ * beyond the stage locks. */
+unsigned pipeline_find_stalled(Pipeline *p, uint64_t now_usec, uint64_t stale_usec,
+                               unsigned *ret_stage, StageStall *ret);

@@ -63,6 +63,22 @@ void program_free(Program *p)
 	free(p);
 }
 
+/* What the service manager tells the daemon itself (sd_notify's socket, the
+ * watchdog, socket activation): a job's program is not the service's main
+ * process, and one that spoke to systemd would only be refused
+ * (NotifyAccess=main) with a warning in the journal. */
+static bool service_variable(const char *e)
+{
+	static const char *const names[] = {
+		"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=",
+		"LISTEN_FDS=",    "LISTEN_PID=",    "LISTEN_FDNAMES="
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strncmp(e, names[i], strlen(names[i])) == 0)
+			return true;
+	return false;
+}
+
 static int copy_environment(Program *p)
 {
 	size_t n = 0;
@@ -72,7 +88,7 @@ static int copy_environment(Program *p)
 	if (!p->env)
 		return -ENOMEM;
 	for (char **e = environ; e && *e; e++) {
-		if (strncmp(*e, "PIPELINED_", 10) == 0)
+		if (strncmp(*e, "PIPELINED_", 10) == 0 || service_variable(*e))
 			continue;
 		if (!(p->env[p->n_env] = strdup(*e)))
 			return -ENOMEM;

@@ -4,7 +4,8 @@
  * fields substituted, each value one argument, never an option); the
  * program runs (spawn.h) in the working directory — the job's scratch
  * directory unless WorkingDirectory= says otherwise — with the daemon's
- * environment plus
+ * environment (less what systemd tells the daemon itself: NOTIFY_SOCKET,
+ * WATCHDOG_USEC, WATCHDOG_PID, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) plus
  *
  *   PIPELINED_JOB_ID     the job's id
  *   PIPELINED_PIPELINE   the pipeline's name

@@ -19,6 +19,7 @@
 #include "journal.h"
 #include "log.h"
 #include "mailbox.h"
+#include "notify.h"
 #include "pipeline.h"
 #include "plugin.h"
 #include "program.h"
@@ -220,6 +221,14 @@ struct Server {
 	bool peergroups_warned; /* SO_PEERGROUPS failed once: said so */
 	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
 	uint64_t config_gen;    /* 1, plus one per reload that took effect */
+	/* systemd (notify.h; only with NOTIFY_SOCKET, see notify_handles_init):
+	 * STATUS= refreshed while jobs are in flight, and the watchdog. */
+	uv_prepare_t status_prepare; /* starts status_timer when jobs are in flight */
+	uv_timer_t status_timer, watchdog_timer;
+	bool notify_handles;  /* the three above were initialized */
+	bool stalled;         /* a stuck worker stopped the watchdog pings */
+	char stall_text[200]; /* which one, for STATUS= */
+	uint64_t retired_done, retired_failed, retired_cancelled; /* of lines freed */
 	char readbuf[64 * 1024];
 };
 
@@ -229,18 +238,44 @@ static void conn_update_reading(Conn *c);
 static void check_shutdown_done(Server *s);
 static void server_stop(Server *s);
 static void line_maybe_free(Line *line);
+static void notify_handles_init(Server *s);
+static void notify_handles_close(Server *s);
+static void notify_shutdown_begun(Server *s);
+static void notify_reload_begun(Server *s);
+static void notify_reload_done(Server *s);
 
 /* ---- log ------------------------------------------------------------------ */
 
-void log_line(const char *level, const char *fmt, ...)
+/* Set once by log_init, before any thread starts; read-only after. */
+static bool log_to_journal;
+
+void log_init(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	int end = 0;
+	struct stat st;
+	log_to_journal = e && sscanf(e, "%llu:%llu%n", &dev, &ino, &end) == 2 && e[end] == '\0' &&
+	                 fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	                 (unsigned long long)st.st_ino == ino;
+}
+
+void log_line(int priority, const char *fmt, ...)
 {
 	char buf[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	if (level)
-		fprintf(stderr, "pipelined: %s: %s\n", level, buf);
+	/* One call, one line (one journal record). */
+	for (char *p = buf; (p = strchr(p, '\n'));)
+		*p = ' ';
+	if (log_to_journal)
+		fprintf(stderr, "<%d>%s\n", priority, buf);
+	else if (priority <= LOG_ERR)
+		fprintf(stderr, "pipelined: error: %s\n", buf);
+	else if (priority == LOG_WARNING)
+		fprintf(stderr, "pipelined: warning: %s\n", buf);
 	else
 		fprintf(stderr, "pipelined: %s\n", buf);
 }
@@ -1866,6 +1901,11 @@ static void line_maybe_free(Line *line)
 		return;
 	line->freeing = true;
 	list_remove(&line->link);
+	PipelineStats ps; /* its totals stay in STATUS= */
+	pipeline_stats(line->pipeline, &ps);
+	s->retired_done += ps.done;
+	s->retired_failed += ps.failed;
+	s->retired_cancelled += ps.cancelled;
 	pipeline_free(line->pipeline); /* joined already: frees only memory */
 	line->pipeline = NULL;
 	uv_close((uv_handle_t *)&line->room_async, on_line_handle_closed);
@@ -2070,7 +2110,7 @@ static void log_access_policy(const Config *c, uint32_t self_uid)
 }
 
 /* Reloads; on success returns 0 and the changes in *ret (new reference). */
-static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
+static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
 {
 	Config *next;
 	int r = config_load(s->config_path, &next, cerr);
@@ -2115,6 +2155,16 @@ static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, 
 	*ret = json_pack("{s:o,s:o,s:o,s:o}", "added", added, "removed", removed, "replaced",
 	                 replaced, "rescaled", rescaled);
 	return 0;
+}
+
+/* server_reload_apply, told to systemd: RELOADING=1 before, READY=1 after,
+ * whether the reload was applied or refused. */
+static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
+{
+	notify_reload_begun(s);
+	int r = server_reload_apply(s, ret, cerr, err, errlen);
+	notify_reload_done(s);
+	return r;
 }
 
 int server_reload_and_log(Server *s)
@@ -2670,6 +2720,218 @@ int server_listen(Server *s, int fd)
 	return r;
 }
 
+/* ---- systemd: status, watchdog, reload and stop -------------------------------
+ *
+ * Only with NOTIFY_SOCKET (notify.h); without it none of this runs, and no
+ * handle below exists.
+ *
+ * STATUS= is one line saying how much work there is. It is sent with
+ * READY=1, RELOADING=1 and STOPPING=1, and refreshed every
+ * STATUS_REFRESH_MS by a timer that runs only while jobs are in flight: a
+ * prepare handle (no wake-up of its own) starts it when the loop sees work,
+ * and it stops itself once it has reported that none is left. An idle daemon
+ * never wakes for it.
+ *
+ * The watchdog (WatchdogSec=): a timer pings at half the interval while the
+ * loop runs (a blocked loop never gets there) and no worker is stuck
+ * (pipeline_find_stalled with notify_stale_usec()). A stuck worker stops the
+ * pings, said once in the log and in STATUS=; they resume when it moves. */
+
+/* How often STATUS= is refreshed while jobs are in flight. */
+#define STATUS_REFRESH_MS 1000
+
+/* n with thousands separators: "1,230". */
+static void format_count(uint64_t n, char *buf, size_t len)
+{
+	char digits[24];
+	int nd = snprintf(digits, sizeof(digits), "%" PRIu64, n);
+	size_t k = 0;
+	for (int i = 0; i < nd && k + 2 < len; i++) {
+		if (i > 0 && (nd - i) % 3 == 0)
+			buf[k++] = ',';
+		buf[k++] = digits[i];
+	}
+	buf[k] = '\0';
+}
+
+/* The STATUS= line: "2 pipelines: 14 queued, 4 running, 1,230 done, 3
+ * failed" (", N retrying" and ", N cancelled" when not 0), after "stopping:
+ * " during a shutdown and after what is stuck while a worker is. Returns
+ * how many jobs are in flight. */
+static uint64_t status_format(Server *s, char *buf, size_t len)
+{
+	unsigned pipelines = 0;
+	uint64_t in_flight = 0, running = 0, retrying = 0, done = s->retired_done,
+	         failed = s->retired_failed, cancelled = s->retired_cancelled;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		if (!line->pipeline)
+			continue;
+		pipelines += !line->retired;
+		in_flight += line->in_flight;
+		PipelineStats ps;
+		pipeline_stats(line->pipeline, &ps);
+		done += ps.done;
+		failed += ps.failed;
+		cancelled += ps.cancelled;
+		for (unsigned i = 0; i < ps.stages; i++) {
+			StageStats st;
+			stage_stats(pipeline_stage(line->pipeline, i), &st);
+			running += st.busy;
+			retrying += st.queue.delayed;
+		}
+	}
+	uint64_t queued = in_flight > running + retrying ? in_flight - running - retrying : 0;
+	char q[32], ru[32], re[32], d[32], f[32], c[32];
+	format_count(queued, q, sizeof(q));
+	format_count(running, ru, sizeof(ru));
+	format_count(retrying, re, sizeof(re));
+	format_count(done, d, sizeof(d));
+	format_count(failed, f, sizeof(f));
+	format_count(cancelled, c, sizeof(c));
+	/* Cut to len if it must (the stall text is the long part). */
+	int n = snprintf(
+	        buf, len,
+	        "%s%s%s%u pipeline%s: %s queued, %s running%s%s%s, %s done, %s failed%s%s%s",
+	        s->shutting_down ? "stopping: " : "", s->stalled ? s->stall_text : "",
+	        s->stalled ? "; " : "", pipelines, pipelines == 1 ? "" : "s", q, ru,
+	        retrying ? ", " : "", retrying ? re : "", retrying ? " retrying" : "", d, f,
+	        cancelled ? ", " : "", cancelled ? c : "", cancelled ? " cancelled" : "");
+	if (n < 0 && len > 0)
+		buf[0] = '\0';
+	return in_flight;
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+	Server *s = t->data;
+	char status[NOTIFY_STATUS_MAX];
+	if (status_format(s, status, sizeof(status)) == 0)
+		uv_timer_stop(t); /* this last status says so; the prepare restarts it */
+	notify_status(status);
+}
+
+/* Before each poll: jobs in flight and no refresh running: start it (the
+ * first refresh in the next iteration). */
+static void on_status_prepare(uv_prepare_t *h)
+{
+	Server *s = h->data;
+	if (uv_is_active((uv_handle_t *)&s->status_timer))
+		return;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
+		if (container_of(l, Line, link)->in_flight > 0) {
+			uv_timer_start(&s->status_timer, on_status_timer, 0, STATUS_REFRESH_MS);
+			return;
+		}
+}
+
+static void on_watchdog_timer(uv_timer_t *t)
+{
+	Server *s = t->data;
+	uint64_t now = mono_usec(), stale = notify_stale_usec();
+	unsigned stalled = 0, stage = 0;
+	StageStall worst = { 0 };
+	Line *worst_line = NULL;
+	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
+		Line *line = container_of(l, Line, link);
+		StageStall st;
+		unsigned k = 0, n;
+		if (!line->pipeline ||
+		    (n = pipeline_find_stalled(line->pipeline, now, stale, &k, &st)) == 0)
+			continue;
+		if (!worst_line || st.silent_usec > worst.silent_usec) {
+			worst = st;
+			worst_line = line;
+			stage = k;
+		}
+		stalled += n;
+	}
+	if (stalled == 0) {
+		if (s->stalled)
+			log_info("every stage is making progress again; watchdog pings resume");
+		s->stalled = false;
+		notify_watchdog();
+		return;
+	}
+	if (s->stalled)
+		return; /* said already; still no ping */
+	s->stalled = true;
+	const char *stage_nm = stage_name(pipeline_stage(worst_line->pipeline, stage));
+	char job[40] = "its plugin's worker setup";
+	if (worst.job_id)
+		snprintf(job, sizeof(job), "job %" PRIu64, worst.job_id);
+	snprintf(s->stall_text, sizeof(s->stall_text), "STUCK: %s/%s worker %u (%s)",
+	         worst_line->cfg.name, stage_nm, worst.worker, job);
+	log_error("pipeline %s, stage %s: worker %u (thread %d) has been in %s for %.1f s "
+	          "without a sign of progress (%u worker%s stuck in all); watchdog pings stop "
+	          "until it moves (WatchdogSec=%.1fs)",
+	          worst_line->cfg.name, stage_nm, worst.worker, worst.tid, job,
+	          (double)worst.silent_usec / 1e6, stalled, stalled == 1 ? "" : "s",
+	          (double)notify_watchdog_usec() / 1e6);
+	char status[NOTIFY_STATUS_MAX];
+	status_format(s, status, sizeof(status));
+	notify_status(status);
+}
+
+static void notify_handles_init(Server *s)
+{
+	if (!notify_enabled())
+		return;
+	uv_prepare_init(s->loop, &s->status_prepare);
+	uv_timer_init(s->loop, &s->status_timer);
+	uv_timer_init(s->loop, &s->watchdog_timer);
+	s->status_prepare.data = s->status_timer.data = s->watchdog_timer.data = s;
+	uv_prepare_start(&s->status_prepare, on_status_prepare);
+	s->notify_handles = true;
+}
+
+static void notify_handles_close(Server *s)
+{
+	char status[NOTIFY_STATUS_MAX];
+	status_format(s, status, sizeof(status));
+	notify_stopping(status);
+	if (!s->notify_handles)
+		return;
+	s->notify_handles = false;
+	uv_close((uv_handle_t *)&s->status_prepare, NULL);
+	uv_close((uv_handle_t *)&s->status_timer, NULL);
+	uv_close((uv_handle_t *)&s->watchdog_timer, NULL);
+}
+
+void server_notify_ready(Server *s)
+{
+	char status[NOTIFY_STATUS_MAX];
+	status_format(s, status, sizeof(status));
+	notify_ready(status);
+	uint64_t wd = notify_watchdog_usec();
+	if (s->notify_handles && wd > 0 && !uv_is_active((uv_handle_t *)&s->watchdog_timer)) {
+		uint64_t ms = wd / 2000u > 0 ? wd / 2000u : 1;
+		uv_timer_start(&s->watchdog_timer, on_watchdog_timer, ms, ms);
+		notify_watchdog();
+	}
+}
+
+static void notify_shutdown_begun(Server *s)
+{
+	char status[NOTIFY_STATUS_MAX];
+	status_format(s, status, sizeof(status));
+	notify_stopping(status);
+}
+
+/* A reload during a shutdown (SIGHUP) is not told: READY=1 after
+ * STOPPING=1 would say the service is up again. */
+static void notify_reload_begun(Server *s)
+{
+	if (!s->shutting_down)
+		notify_reloading();
+}
+
+static void notify_reload_done(Server *s)
+{
+	if (!s->shutting_down)
+		server_notify_ready(s);
+}
+
 /* ---- signals, shutdown ------------------------------------------------------ */
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -2710,6 +2972,7 @@ static void server_stop(Server *s)
 	if (s->stopped)
 		return;
 	s->stopped = true;
+	notify_handles_close(s);
 	if (s->listening) {
 		close_handle((uv_handle_t *)&s->listener);
 		if (s->socket_bound)
@@ -2799,6 +3062,7 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 	if (s->shutting_down)
 		return;
 	s->shutting_down = true;
+	notify_shutdown_begun(s);
 	prompt_update(s); /* every job's end now matters at once */
 	/* Held submitters get ShuttingDown; jobs accepted before stay. */
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
@@ -2889,6 +3153,7 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	uv_prepare_init(loop, &s->take_ended);
 	s->take_ended.data = s;
 	uv_prepare_start(&s->take_ended, on_take_ended);
+	notify_handles_init(s);
 	prompt_update(s);
 	uv_signal_init(loop, &s->sig_term);
 	uv_signal_init(loop, &s->sig_int);

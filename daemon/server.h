@@ -51,6 +51,11 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms);
  * logs what changed. Returns 0 or -errno. */
 int server_reload_and_log(Server *s);
 
+/* Tells systemd the daemon is ready (READY=1 and STATUS=, see notify.h)
+ * and starts the watchdog pings if WatchdogSec= asks for them. Once the
+ * socket listens and recovery is done. */
+void server_notify_ready(Server *s);
+
 /* 0 after a clean shutdown, 1 if the deadline passed with jobs running. */
 int server_exit_status(Server *s);
 

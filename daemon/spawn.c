@@ -22,7 +22,9 @@
  *             module forgot to make close-on-exec still does not reach it).
  *   wait      one poll() over the pidfd, stdin (POLLOUT), stdout and stderr
  *             (POLLIN), with the timeout from a CLOCK_MONOTONIC deadline.
- *             Output past the limits is read and dropped.
+ *             Output past the limits is read and dropped. When the calling
+ *             thread's heartbeat is watched (heartbeat.h) the poll wakes at
+ *             least once per period, and every wake-up beats it.
  *   deadline  SIGTERM (and SIGCONT, so a stopped group can act on it) to the
  *             group; grace_usec later SIGKILL.
  *   exit      the pidfd is readable once the leader has exited. Then, in this
@@ -62,6 +64,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "heartbeat.h"
 #include "util.h"
 
 /* Bytes asked of one read(2): the default pipe capacity, so that one read
@@ -469,6 +472,11 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 	}
 
 	uint64_t deadline = req->timeout_usec ? start + req->timeout_usec : UINT64_MAX;
+	uint64_t period = heartbeat_period_usec();
+	int beat_ms = period == 0          ? 0
+	              : period >= 1000000u ? 1000
+	              : period < 1000u     ? 1
+	                                   : (int)(period / 1000u);
 	for (;;) {
 		struct pollfd pfd[4];
 		nfds_t n = 0;
@@ -493,7 +501,13 @@ int spawn_run(const SpawnRequest *req, SpawnResult *res, char *err, size_t errle
 			uint64_t left = now >= deadline ? 0 : (deadline - now + 999) / 1000;
 			ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
-		if (poll(pfd, n, ms) < 0) {
+		/* A watched worker shows it is alive while the program runs
+		 * (heartbeat.h): wake at least once a period to beat. */
+		if (beat_ms > 0 && (ms < 0 || ms > beat_ms))
+			ms = beat_ms;
+		int polled = poll(pfd, n, ms);
+		heartbeat_beat();
+		if (polled < 0) {
 			if (errno == EINTR)
 				continue;
 			r = -errno;

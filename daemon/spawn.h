@@ -17,7 +17,9 @@
  *
  * Owns: nothing between calls. Threads: any number of threads may call
  * spawn_run at once; it blocks the calling thread until the program (the
- * group leader) has exited. No signal handler and no global state; it works
+ * group leader) has exited. While it waits it beats the calling thread's
+ * heartbeat (heartbeat.h), at least once per heartbeat period when one is
+ * set. No signal handler and no global state of its own; it works
  * whatever the caller's signal mask and SIGPIPE disposition (it never writes
  * to a pipe without a reader), but SIGCHLD must not be SIG_IGN (the kernel
  * would then reap the child and its exit status would be lost). */

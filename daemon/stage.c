@@ -6,10 +6,12 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "heartbeat.h"
 #include "util.h"
 
 typedef struct Worker {
@@ -27,12 +29,22 @@ typedef struct Worker {
 	bool init_failed;    /* action_worker_init failed: each job fails with init_error */
 	char init_error[256];
 	uint64_t rng;        /* xorshift state for retry jitter */
+	/* Progress, for stage_find_stalled: the heartbeat (beaten as each job
+	 * starts, and by spawn.c while a program runs; see heartbeat.h), the
+	 * job being run (0: none), and who the worker is for log lines. The
+	 * worker stores the heartbeat and the job id before it stores `state`
+	 * (release); a reader that sees the state (acquire) sees them too. */
+	Heartbeat hb;
+	_Atomic uint64_t job_id;
+	_Atomic int tid; /* the thread's id (gettid), 0 until it has started */
+	unsigned number; /* 1 for the stage's first worker thread, then 2... (immutable) */
 } Worker;
 
 typedef enum WorkerState {
-	WORKER_IDLE,    /* in queue_get_next (blocked on an empty queue, or about to be) */
-	WORKER_RUNNING, /* running the action */
-	WORKER_HANDING, /* handing the job on (blocked if the next queue is full) */
+	WORKER_IDLE,     /* in queue_get_next (blocked on an empty queue, or about to be) */
+	WORKER_RUNNING,  /* running the action */
+	WORKER_HANDING,  /* handing the job on (blocked if the next queue is full) */
+	WORKER_STARTING, /* in action_worker_init (a plugin's per-worker setup) */
 } WorkerState;
 
 struct Stage {
@@ -203,7 +215,9 @@ static void work(Worker *w, Job *job)
 	if (job->started_usec == 0)
 		job->started_usec = real_usec();
 
-	atomic_store_explicit(&w->state, WORKER_RUNNING, memory_order_relaxed);
+	atomic_store_explicit(&w->job_id, job->id, memory_order_relaxed);
+	heartbeat_beat();
+	atomic_store_explicit(&w->state, WORKER_RUNNING, memory_order_release);
 	/* ran_program tells whether this run was a program's; the fields of
 	 * an earlier stage's program stay for GetJob if it was not. */
 	bool ran_before = job->ran_program;
@@ -275,8 +289,13 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), comm);
 
 	w->rng = ((uint64_t)(uintptr_t)w ^ mono_usec() ^ 0x9e3779b97f4a7c15u) | 1u;
+	atomic_store_explicit(&w->tid, (int)gettid(), memory_order_relaxed);
+	heartbeat_bind(&w->hb);
+	heartbeat_beat();
+	atomic_store_explicit(&w->state, WORKER_STARTING, memory_order_release);
 	w->init_failed = action_worker_init(s->action, &w->action_state, w->init_error,
 	                                    sizeof(w->init_error)) < 0;
+	atomic_store_explicit(&w->state, WORKER_IDLE, memory_order_relaxed);
 
 	for (;;) {
 		void *item;
@@ -314,6 +333,7 @@ static void *worker_main(void *arg)
 
 	if (!w->init_failed)
 		action_worker_fini(s->action, w->action_state);
+	heartbeat_bind(NULL);
 
 	pthread_mutex_lock(&s->lock);
 	w->exited = true;
@@ -358,6 +378,7 @@ static int spawn_locked(Stage *s, unsigned n)
 			break;
 		}
 		w->stage = s;
+		w->number = (unsigned)(s->threads_started + 1);
 		int e = create_thread(&w->thread, worker_main, w);
 		if (e != 0) {
 			free(w);
@@ -562,4 +583,32 @@ void stage_stats(Stage *s, StageStats *ret)
 	}
 	pthread_mutex_unlock(&s->lock);
 	queue_stats(s->queue, &ret->queue);
+}
+
+unsigned stage_find_stalled(Stage *s, uint64_t now_usec, uint64_t stale_usec, StageStall *ret)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (Worker *w = s->workers; w; w = w->next) {
+		unsigned char state = atomic_load_explicit(&w->state, memory_order_acquire);
+		if (state != WORKER_RUNNING && state != WORKER_STARTING)
+			continue;
+		uint64_t beat = atomic_load_explicit(&w->hb.usec, memory_order_acquire);
+		uint64_t silent = now_usec > beat ? now_usec - beat : 0;
+		if (silent <= stale_usec)
+			continue;
+		if (n == 0 || silent > ret->silent_usec)
+			*ret = (StageStall){
+				.worker = w->number,
+				.tid = atomic_load_explicit(&w->tid, memory_order_relaxed),
+				.job_id = state == WORKER_RUNNING
+				                  ? atomic_load_explicit(&w->job_id,
+				                                         memory_order_relaxed)
+				                  : 0,
+				.silent_usec = silent,
+			};
+		n++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }

@@ -29,6 +29,15 @@
  * count wakes them. A worker that takes a job cancelled while it waited
  * (job_cancel) skips it: the job ends cancelled without running.
  *
+ * Progress: each worker has a heartbeat (heartbeat.h), beaten as it starts
+ * a job and, through the thread's binding, by whatever the action blocks in
+ * that can beat (spawn.c while a program runs). stage_find_stalled reports
+ * the workers running an action (or their plugin's per-worker init) whose
+ * heartbeat is older than a threshold: the systemd watchdog stops pinging
+ * while there is one. A worker waiting on its queue, parked by a pause or
+ * handing a job on (blocked by a full next queue: that stage's workers are
+ * checked themselves) is never stalled.
+ *
  * Owns: the queue, the action, the worker threads (joined by stage_join or
  * reaped by a later stage_set_workers). Borrows: hooks and userdata.
  *
@@ -159,3 +168,18 @@ const char *stage_name(Stage *s); /* borrowed */
 unsigned stage_index(Stage *s);
 
 void stage_stats(Stage *s, StageStats *ret);
+
+/* A worker that has shown no progress for too long (stage_find_stalled). */
+typedef struct StageStall {
+	unsigned worker;      /* 1 for the stage's first worker thread, then 2... */
+	int tid;              /* its thread id (gettid), as ps -L and gdb show it */
+	uint64_t job_id;      /* the job it runs; 0: in its plugin's per-worker init */
+	uint64_t silent_usec; /* since its last heartbeat */
+} StageStall;
+
+/* Counts the workers running an action (or a plugin's per-worker init) whose
+ * last heartbeat is more than stale_usec before now_usec (CLOCK_MONOTONIC
+ * µs); when there is one, *ret describes the one silent longest (else it is
+ * untouched). Any thread; takes the stage lock briefly, never waits for a
+ * worker. */
+unsigned stage_find_stalled(Stage *s, uint64_t now_usec, uint64_t stale_usec, StageStall *ret);

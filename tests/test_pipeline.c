@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "heartbeat.h"
 #include "pipeline.h"
 #include "testutil.h"
 #include "util.h"
@@ -917,6 +918,104 @@ START_TEST(test_requeue_resumes_at_the_failed_stage)
 }
 END_TEST
 
+/* ---- progress: heartbeats and stalled workers ---------------------------- */
+
+/* Job 1 holds its worker at the gate without a sign of life (a hung plugin
+ * call); any other job beats its heartbeat in a loop until the gate opens
+ * (a program being waited for), counting its beats. */
+static Gate stall_gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+static _Atomic uint64_t beats;
+
+static int hang_or_beat(void *userdata, const char *stage, Job *j, char *err, size_t errlen)
+{
+	if (j->id == 1)
+		return gate_fn(&stall_gate, stage, j, err, errlen);
+	for (;;) {
+		pthread_mutex_lock(&stall_gate.lock);
+		bool open = stall_gate.open;
+		pthread_mutex_unlock(&stall_gate.lock);
+		if (open)
+			return 0;
+		heartbeat_beat();
+		atomic_fetch_add(&beats, 1);
+		struct timespec ts = { 0, 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+START_TEST(test_a_silent_worker_is_stalled_a_beating_one_is_not)
+{
+	/* "in" (2 idle workers) → "work" (3 workers: job 1 silent, job 2
+	 * beating, one idle). No sleeping: "now" is chosen, relative to the
+	 * moment T after which job 2 has surely beaten and job 1 surely not. */
+	Record *r = record_new(2);
+	Pipeline *p;
+	Action *a;
+	ck_assert_int_eq(pipeline_new("prog", &hooks, r, &p), 0);
+	r->p = p;
+	ck_assert_int_eq(pipeline_add_stage(p, "in", 2, 8, action("noop")), 0);
+	ck_assert_int_eq(action_new_function(hang_or_beat, NULL, &a), 0);
+	ck_assert_int_eq(pipeline_add_stage(p, "work", 3, 8, a), 0);
+	ck_assert_int_eq(pipeline_start(p), 0);
+	uint64_t t0 = mono_usec();
+	submit_ids(p, 1, 2);
+	WAIT_UNTIL(sstats(p, 1).busy == 2);
+	StageStall st = { 0 };
+	unsigned stage = 99;
+	/* Each job beat as it started (after t0), however long its worker
+	 * had waited for it. */
+	ck_assert_uint_eq(pipeline_find_stalled(p, t0 + 10000000, 10000000, &stage, &st), 0);
+	uint64_t t = mono_usec();
+	uint64_t b = atomic_load(&beats);
+	WAIT_UNTIL(atomic_load(&beats) > b + 1); /* a beat wholly after t */
+
+	/* 10 s after t, with a 10 s threshold: job 1 started before t (stalled),
+	 * job 2 beat after t (not); idle workers never are. */
+	ck_assert_uint_eq(pipeline_find_stalled(p, t + 10000000, 10000000 - 1, &stage, &st), 1);
+	ck_assert_uint_eq(stage, 1);
+	ck_assert_uint_eq(st.job_id, 1);
+	ck_assert_uint_ge(st.worker, 1);
+	ck_assert_uint_le(st.worker, 3);
+	ck_assert_int_gt(st.tid, 0);
+	ck_assert_uint_ge(st.silent_usec, 10000000);
+	StageStall single = { 0 };
+	ck_assert_uint_eq(
+	        stage_find_stalled(pipeline_stage(p, 1), t + 10000000, 10000000 - 1, &single), 1);
+	ck_assert_uint_eq(single.job_id, 1);
+	ck_assert_uint_eq(stage_find_stalled(pipeline_stage(p, 0), t + 10000000, 0, &single), 0);
+	/* Far enough ahead, the beating one is stalled too; the silent one
+	 * stays the one reported (silent longest). */
+	ck_assert_uint_eq(pipeline_find_stalled(p, t + 100000000, 10000000, &stage, &st), 2);
+	ck_assert_uint_eq(st.job_id, 1);
+	/* Below the threshold: nothing. */
+	ck_assert_uint_eq(pipeline_find_stalled(p, mono_usec(), 3600000000u, &stage, &st), 0);
+
+	gate_open(&stall_gate);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->done, 2);
+	/* Every worker idle: none is stalled however late it is. */
+	ck_assert_uint_eq(pipeline_find_stalled(p, t + 100000000, 0, &stage, &st), 0);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
+/* Workers waiting on an empty queue, or parked by a pause, however long. */
+START_TEST(test_idle_and_paused_workers_are_never_stalled)
+{
+	Record *r = record_new(0);
+	const StageDef defs[] = { { "a", 2, "noop" }, { "b", 3, "noop" } };
+	Pipeline *p = start_pipeline(r, "idle", 4, defs, 2);
+	ck_assert_int_eq(pipeline_pause_stage(p, 1, true), 0);
+	WAIT_UNTIL(sstats(p, 1).parked == 3);
+	StageStall st;
+	unsigned stage;
+	ck_assert_uint_eq(pipeline_find_stalled(p, mono_usec() + 3600000000u, 0, &stage, &st), 0);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -942,6 +1041,10 @@ int main(void)
 	tcase_add_test(tc, test_permanent_failure_is_not_retried);
 	tcase_add_test(tc, test_backoff_doubles_up_to_the_cap);
 	tcase_add_test(tc, test_requeue_resumes_at_the_failed_stage);
+	suite_add_tcase(s, tc);
+	tc = tcase("progress");
+	tcase_add_test(tc, test_a_silent_worker_is_stalled_a_beating_one_is_not);
+	tcase_add_test(tc, test_idle_and_paused_workers_are_never_stalled);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

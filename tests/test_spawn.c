@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "heartbeat.h"
 #include "spawn.h"
 #include "testutil.h"
 #include "util.h"
@@ -887,6 +888,67 @@ START_TEST(test_invalid_requests)
 }
 END_TEST
 
+/* ---- heartbeats ---------------------------------------------------------- */
+
+/* Watches a heartbeat; once it has seen it move `want` times, creates the
+ * file the child waits for. */
+typedef struct BeatWatch {
+	Heartbeat *hb;
+	unsigned want;
+	const char *release;
+	_Atomic unsigned seen;
+} BeatWatch;
+
+static void *beat_watch_main(void *arg)
+{
+	BeatWatch *w = arg;
+	uint64_t last = atomic_load(&w->hb->usec);
+	uint64_t guard = mono_usec() + HANG_GUARD_USEC / 2;
+	while (atomic_load(&w->seen) < w->want && mono_usec() < guard) {
+		uint64_t now = atomic_load(&w->hb->usec);
+		if (now != last) {
+			last = now;
+			atomic_fetch_add(&w->seen, 1);
+		}
+		struct timespec ts = { 0, 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	close(open(w->release, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+	return NULL;
+}
+
+START_TEST(test_a_watched_thread_beats_while_its_program_runs)
+{
+	/* The child writes nothing and waits for a file that appears only
+	 * after the caller's heartbeat has moved 5 times: without beats from
+	 * the poll loop it would wait for the watcher's hang guard. */
+	char dir[] = "/tmp/spawn-beat-XXXXXX", release[64], script[160];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(release, sizeof(release), "%s/go", dir);
+	snprintf(script, sizeof(script), "while [ ! -e %s ]; do sleep 0.01; done", release);
+	Heartbeat hb = { 0 };
+	heartbeat_set_period(20000);
+	ck_assert_uint_eq(heartbeat_period_usec(), 0); /* none bound yet */
+	heartbeat_bind(&hb);
+	ck_assert_uint_eq(heartbeat_period_usec(), 20000);
+	BeatWatch w = { .hb = &hb, .want = 5, .release = release };
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, beat_watch_main, &w), 0);
+	SpawnRequest req = request(SH(script));
+	SpawnResult res = run(&req);
+	pthread_join(t, NULL);
+	unsigned seen = atomic_load(&w.seen);
+	ck_assert_uint_ge(seen, 5);
+	ck_assert_int_eq(res.exit_status, 0);
+	ck_assert(!res.timed_out);
+	spawn_result_free(&res);
+	heartbeat_bind(NULL);
+	heartbeat_set_period(0);
+	unlink(release);
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("spawn");
@@ -913,6 +975,7 @@ int main(void)
 	tcase_add_test(tc, test_own_process_group);
 	tcase_add_test(tc, test_child_signal_state_is_clean);
 	tcase_add_test(tc, test_environment_and_cwd);
+	tcase_add_test(tc, test_a_watched_thread_beats_while_its_program_runs);
 	suite_add_tcase(s, tc);
 
 	tc = tcase("resources");
