@@ -2292,8 +2292,19 @@ static void conn_process(Conn *c)
 		return;
 	if (c->hold == HOLD_NONE) {
 		frame_reader_compact(&c->in);
-		if (c->eof && frame_reader_pending(&c->in) == 0) {
-			/* Half-closed and answered: close once the replies are out. */
+		if (c->eof) {
+			/* Half-closed (or gone) and answered: close once the replies
+			 * are out. Bytes still buffered are a message that can never
+			 * end. Reading has stopped, so nothing else would ever close
+			 * the connection: its buffer and fd would stay until the
+			 * daemon exits (a slowloris peer that hangs up mid-message,
+			 * 10,000 times). Say why (a client that forgot the NUL
+			 * learns it), then close. */
+			if (frame_reader_pending(&c->in) > 0 && !c->close_after_flush)
+				reply_error(c, NULL, PROTO_ERR_INVALID_MESSAGE,
+				            json_pack("{s:s}", "reason",
+				                      "the connection ended inside a message "
+				                      "(no NUL byte after it)"));
 			c->close_after_flush = true;
 			if (!c->writing)
 				conn_close(c);
