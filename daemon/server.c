@@ -1120,8 +1120,12 @@ static void on_room_async(uv_async_t *h)
 			continue;
 		}
 		submit_continue(c, true);
-		if (c->hold == HOLD_SUBMIT && c->line == line)
-			break; /* full again; it is first in line */
+		/* Full again: this call went back first in line. Held but not
+		 * first, it is the peer's next call (taken when this one
+		 * ended), queued behind the others: they must still be tried,
+		 * or nobody is, and the queue never fills to send room again. */
+		if (c->hold == HOLD_SUBMIT && c->line == line && line->room_waiters.next == &c->wait_link)
+			break;
 	}
 }
 
