@@ -3,7 +3,8 @@
 of a well-behaved client without an attack and during each attack, side by
 side in the same run, with the daemon's memory and fd count.
 
-    tests/bench/run_hostile.py BUILD_DIR [--rounds N (3000)] [--attacks LIST]
+    tests/bench/run_hostile.py BUILD_DIR [--rounds N (3000)] [--repeat R (3)]
+        [--attacks LIST]
 
 Attacks (each run by a separate attacker process, this script with
 --attacker, so that it never shares a CPU time slice or the GIL with the
@@ -19,10 +20,11 @@ measuring client):
   storm      connect/close as fast as possible: closed at once, after half
              a message, after an unread call (in turn)
 
-For each attack: a fresh daemon (one pipeline "bench" for the good client,
-one "flood" for the never-reading submitter, Action = noop, Durability =
-none: the loop is measured, not the disk) is measured without the attack,
-then a second fresh daemon with it, and the pair is reported together. The
+For each attack, R pairs: a fresh daemon (one pipeline "bench" for the good
+client, one "flood" for the never-reading submitter, Action = noop,
+Durability = none: the loop is measured, not the disk) measured without the
+attack, then a second fresh daemon with it; the summary compares the
+medians of the R p99s (and gives each pair's ratio). The
 good client does ROUNDS rounds of Submit + GetJob (one sample: both round
 trips) and Stats (one sample), one at a time on one connection; p50 and p99
 of each. The target: p99 during the attack within 2x of the p99 without.
@@ -308,20 +310,33 @@ class Bench(Servers):
               f"after {r['after_fds']} | others {r['other']:.2f} CPU-s in {r['wall']:.1f} s"
               f"{noisy}", flush=True)
 
-    def run(self, kind, rounds):
-        print(f"--- {kind}", flush=True)
-        quiet = self.phase(None, rounds)
-        self.show("no attack", quiet)
-        loud = self.phase(kind, rounds)
-        self.show(kind, loud)
-        ratio = loud["submit_p99"] / quiet["submit_p99"]
-        sratio = loud["stats_p99"] / quiet["stats_p99"]
+    def run(self, kind, rounds, repeat):
+        """repeat pairs (no attack, then the attack, each on a fresh daemon);
+        the summary is on the medians of their p99s, with each pair's ratio."""
+        quiet, loud = [], []
+        for i in range(repeat):
+            print(f"--- {kind}, pair {i + 1} of {repeat}", flush=True)
+            quiet.append(self.phase(None, rounds))
+            self.show("no attack", quiet[-1])
+            loud.append(self.phase(kind, rounds))
+            self.show(kind, loud[-1])
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        ratio = med(loud, "submit_p99") / med(quiet, "submit_p99")
+        sratio = med(loud, "stats_p99") / med(quiet, "stats_p99")
+        pairs = ", ".join(f"{l['submit_p99'] / q['submit_p99']:.2f}x"
+                          for q, l in zip(quiet, loud))
+        noisy = sum(1 for r in quiet + loud if r["other"] > 0.05 * r["wall"])
         met = "yes" if ratio <= 2.0 and sratio <= 2.0 else "NO"
-        line = (f"SUMMARY {kind:10} p99 Submit+GetJob {quiet['submit_p99']:.0f} -> "
-                f"{loud['submit_p99']:.0f} us ({ratio:.2f}x), Stats {quiet['stats_p99']:.0f} -> "
-                f"{loud['stats_p99']:.0f} us ({sratio:.2f}x) | RSS max {loud['max_rss']:,} KiB, "
-                f"after {loud['after_rss']:,} | fds max {loud['max_fds']}, after "
-                f"{loud['after_fds']} (before {loud['base_fds']}) | target p99 <= 2x: {met}")
+        line = (f"SUMMARY {kind:10} p99 Submit+GetJob {med(quiet, 'submit_p99'):.0f} -> "
+                f"{med(loud, 'submit_p99'):.0f} us ({ratio:.2f}x; pairs {pairs}), Stats "
+                f"{med(quiet, 'stats_p99'):.0f} -> {med(loud, 'stats_p99'):.0f} us "
+                f"({sratio:.2f}x) | p50 Submit+GetJob {med(quiet, 'submit_p50'):.0f} -> "
+                f"{med(loud, 'submit_p50'):.0f} us | RSS max {max(r['max_rss'] for r in loud):,}"
+                f" KiB (before {max(r['base_rss'] for r in loud):,}), after "
+                f"{max(r['after_rss'] for r in loud):,} | fds max "
+                f"{max(r['max_fds'] for r in loud)}, after {max(r['after_fds'] for r in loud)} "
+                f"(before {max(r['base_fds'] for r in loud)}) | noisy phases {noisy} of "
+                f"{2 * repeat} | target p99 <= 2x: {met}")
         self.summary.append(line)
         print(line, flush=True)
 
@@ -331,13 +346,16 @@ def main(argv):
     if len(args) == 3 and args[0] == "--attacker" and args[1] in ATTACKS:
         attacker_main(args[1], args[2])
         return 0
-    rounds, attacks = 3000, list(ATTACKS)
+    rounds, repeat, attacks = 3000, 3, list(ATTACKS)
     rest = []
     i = 0
     try:
         while i < len(args):
             if args[i] == "--rounds":
                 rounds = int(args[i + 1])
+                i += 2
+            elif args[i] == "--repeat":
+                repeat = int(args[i + 1])
                 i += 2
             elif args[i] == "--attacks":
                 attacks = [a for a in args[i + 1].split(",") if a]
@@ -346,10 +364,11 @@ def main(argv):
                 rest.append(args[i])
                 i += 1
     except (IndexError, ValueError):
-        print("run_hostile.py: --rounds needs a number, --attacks a list", file=sys.stderr)
+        print("run_hostile.py: --rounds and --repeat need numbers, --attacks a list",
+              file=sys.stderr)
         return 2
     bad = [a for a in attacks if a not in ATTACKS]
-    if len(rest) != 1 or bad or rounds < 100:
+    if len(rest) != 1 or bad or rounds < 100 or repeat < 1:
         print(__doc__, file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="pipelined-hostile-")
@@ -357,10 +376,11 @@ def main(argv):
     status = 0
     try:
         b = Bench(rest[0], tmp)
-        print(f"# {rounds} rounds per phase; attacks: {' '.join(attacks)}", flush=True)
+        print(f"# {rounds} rounds per phase, {repeat} pairs per attack; attacks: "
+              f"{' '.join(attacks)}", flush=True)
         for kind in attacks:
             try:
-                b.run(kind, rounds)
+                b.run(kind, rounds, repeat)
             except Failed as e:
                 print(f"!! {kind}: {e}", flush=True)
                 b.failed.append(f"{kind}: {e}")
