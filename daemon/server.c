@@ -40,6 +40,11 @@
  * limit asked, so a page of long error messages still fits in a message. */
 #define LIST_PAGE_BUDGET (PROTO_MESSAGE_MAX / 2)
 
+/* Most connections accepted per loop turn. libuv accepts until the backlog
+ * is empty, and a connect/close storm refills it as fast: measured, 400
+ * accepts in one turn while established clients waited (p99 x170). */
+#define ACCEPT_BATCH 32
+
 /* After a shutdown, how long connections have to take the replies already
  * collected for them before they are closed anyway. */
 #define SERVER_LINGER_MS 5000
@@ -176,6 +181,8 @@ struct Server {
 	Link lines, conns, job_waiters, watchers;
 	unsigned n_conns;
 	uint64_t conn_numbers;
+	unsigned accepts_this_turn; /* reset before each poll (on_take_ended) */
+	bool accept_deferred;       /* one left pending in libuv: taken next turn */
 	JobTable jobs;
 	uint64_t next_id;
 	/* Durability=full: the journal (else NULL), and the replies waiting for
@@ -2350,6 +2357,14 @@ static void on_connection(uv_stream_t *listener, int status)
 		log_warning("accept: %s", uv_strerror(status));
 		return;
 	}
+	/* Fairness: not calling uv_accept makes libuv stop watching the
+	 * listener, with this connection pending; on_take_ended takes it
+	 * before the next poll, which resumes watching. */
+	if (s->accepts_this_turn >= ACCEPT_BATCH) {
+		s->accept_deferred = true;
+		return;
+	}
+	s->accepts_this_turn++;
 	Conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return; /* the peer waits in the backlog */
@@ -2593,6 +2608,12 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 static void on_take_ended(uv_prepare_t *h)
 {
 	Server *s = h->data;
+	s->accepts_this_turn = 0;
+	if (s->accept_deferred) {
+		s->accept_deferred = false;
+		if (s->listening && !uv_is_closing((uv_handle_t *)&s->listener))
+			on_connection((uv_stream_t *)&s->listener, 0);
+	}
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
 		Line *line = container_of(l, Line, link);
 		if (line->wake_owed && line->pipeline) {
