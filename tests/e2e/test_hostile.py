@@ -22,6 +22,7 @@ fast as the test can for the rest: what matters is that they never finish.
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -568,6 +569,29 @@ class ConnectCloseStorm(HostileTestCase):
                             "VmRSS %d KiB after 10,000 connections, %d after 1,000"
                             % (rss, rss_at_1000))
         self.assert_good()
+
+
+    def test_a_burst_past_the_accept_batch_is_all_served(self):
+        """100 connections that arrive at once (the daemon stopped while they
+        queue in its backlog) are accepted 32 per loop turn, and every one of
+        them is served: those left for a later turn are not forgotten."""
+        self.daemon.signal(signal.SIGSTOP)
+        try:
+            burst = [self.hostile() for _ in range(100)]
+            for c in burst:
+                c.send_call(GET_INFO)
+            self.good.conn.send_call(IFACE + ".Stats", {"pipeline": "work"})
+        finally:
+            self.daemon.signal(signal.SIGCONT)
+        self.assertEqual(self.stats_reply(self.good.conn.recv()), "work")
+        for c in burst:
+            self.assertEqual(self.assertReply(c.recv())["product"], "pipelined")
+            c.close()
+        self.assert_fds_back()
+        self.assert_good()
+
+    def stats_reply(self, reply):
+        return self.assertReply(reply)["pipelines"][0]["name"]
 
 
 # ---- half-closed peers ------------------------------------------------------------------
