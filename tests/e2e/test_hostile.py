@@ -126,6 +126,10 @@ class GoodClient:
         c = RawConnection(self.daemon.sock)
         try:
             self.round(c)
+            # Closed by the daemon before this returns (half-close, read to
+            # EOF): the fd counts that follow do not race its close.
+            c.sock.shutdown(socket.SHUT_WR)
+            self.test.assertEqual(c.wait_eof(), [])
         finally:
             c.close()
 
