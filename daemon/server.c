@@ -42,8 +42,13 @@
 
 /* Most connections accepted per loop turn. libuv accepts until the backlog
  * is empty, and a connect/close storm refills it as fast: measured, 400
- * accepts in one turn while established clients waited (p99 x170). */
-#define ACCEPT_BATCH 32
+ * accepts in one turn while established clients waited (their p99 x56).
+ * A turn then also serves every accepted connection's first read and close,
+ * so a smaller batch is a shorter turn: measured under a storm, p99 of an
+ * established client 11.5 ms unbounded, 1.9 ms at 32, 0.96 ms at 8, 1.2 ms
+ * at 4 (BENCHMARKS.md, "Hostile clients"). A burst of new clients waits in
+ * the listen backlog meanwhile, a few turns at most. */
+#define ACCEPT_BATCH 8
 
 /* After a shutdown, how long connections have to take the replies already
  * collected for them before they are closed anyway. */

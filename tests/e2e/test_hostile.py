@@ -577,7 +577,7 @@ class ConnectCloseStorm(HostileTestCase):
 
     def test_a_burst_past_the_accept_batch_is_all_served(self):
         """100 connections that arrive at once (the daemon stopped while they
-        queue in its backlog) are accepted 32 per loop turn, and every one of
+        queue in its backlog) are accepted 8 per loop turn, and every one of
         them is served: those left for a later turn are not forgotten."""
         self.daemon.signal(signal.SIGSTOP)
         try:
