@@ -1148,7 +1148,8 @@ static void on_room_async(uv_async_t *h)
 		 * first, it is the peer's next call (taken when this one
 		 * ended), queued behind the others: they must still be tried,
 		 * or nobody is, and the queue never fills to send room again. */
-		if (c->hold == HOLD_SUBMIT && c->line == line && line->room_waiters.next == &c->wait_link)
+		if (c->hold == HOLD_SUBMIT && c->line == line &&
+		    line->room_waiters.next == &c->wait_link)
 			break;
 	}
 }
