@@ -42,6 +42,7 @@ failure); 1 when one could not run or the good client got a wrong answer;
 
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -409,7 +410,6 @@ def main(argv):
                       "(\"over ... bytes of replies unread\")")
             if bad:
                 print("pipelined.log: " + "\n  ".join(bad[:20]))
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
     return status
 

@@ -251,7 +251,7 @@ class Slowloris(HostileTestCase):
         self.assert_fds_back()
         self.assert_good()
 
-    def test_the_500_who_half_close_are_told_why_and_closed(self):
+    def test_slow_peers_that_half_close_are_told_why_and_closed(self):
         """Slow connections that half-close mid-message each get InvalidMessage
         naming the missing NUL, then EOF."""
         slow = [self.hostile() for _ in range(50)]
