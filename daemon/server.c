@@ -2301,6 +2301,18 @@ static void conn_update_reading(Conn *c)
 	}
 }
 
+/* True if the bytes not yet handed out are JSON whitespace only (say the
+ * newline `echo` adds after a message's NUL): nothing a peer meant to send. */
+static bool conn_pending_is_blank(const Conn *c)
+{
+	for (size_t i = c->in.start; i < c->in.len; i++) {
+		char ch = c->in.buf[i];
+		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+			return false;
+	}
+	return true;
+}
+
 /* Answers the buffered calls, in order, until one holds. A hold that ends
  * while its own call is being handled (a Submit accepted at once) returns
  * here instead of recursing, so a peer pipelining many calls costs no stack. */
@@ -2335,7 +2347,8 @@ static void conn_process(Conn *c)
 			 * daemon exits (a slowloris peer that hangs up mid-message,
 			 * 10,000 times). Say why (a client that forgot the NUL
 			 * learns it), then close. */
-			if (frame_reader_pending(&c->in) > 0 && !c->close_after_flush)
+			if (frame_reader_pending(&c->in) > 0 && !c->close_after_flush &&
+			    !conn_pending_is_blank(c))
 				reply_error(c, NULL, PROTO_ERR_INVALID_MESSAGE,
 				            json_pack("{s:s}", "reason",
 				                      "the connection ended inside a message "

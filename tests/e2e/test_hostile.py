@@ -632,6 +632,17 @@ class HalfClosed(HostileTestCase):
         self.assert_fds_back()
         self.assert_good()
 
+    def test_half_close_after_a_trailing_newline(self):
+        """A call, its NUL, then a newline (as `echo` adds) and a half-close:
+        the reply and EOF, no error for the blank tail."""
+        c = self.hostile()
+        c.send_raw(c.encode_call(GET_INFO) + b"\n \t\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        messages = c.wait_eof()
+        self.assertEqual(len(messages), 1, messages)
+        self.assertReply(messages[0])
+        self.assert_fds_back()
+
     def test_hang_up_inside_a_message_gives_the_fd_back(self):
         """Peers that close altogether in the middle of a message (100 of
         them) leave no fd behind."""
