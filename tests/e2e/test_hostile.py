@@ -676,11 +676,13 @@ FD_LIMIT = 64
 
 
 class LimitedDaemon(Daemon):
-    """A daemon started under `prlimit --nofile=N:N` (prlimit execs it: the
-    pid is the daemon's)."""
+    """A daemon started under `prlimit --nofile=SOFT:HARD` (prlimit execs it:
+    the pid is the daemon's); both FD_LIMIT unless set."""
+
+    soft = hard = FD_LIMIT
 
     def spawn(self, *extra_args, socket_path=None):
-        args = ["prlimit", "--nofile=%d:%d" % (FD_LIMIT, FD_LIMIT), "--", PIPELINED,
+        args = ["prlimit", "--nofile=%d:%d" % (self.soft, self.hard), "--", PIPELINED,
                 "-c", self.conf, "--socket", socket_path or self.sock] + list(extra_args)
         with open(self.stderr_path, "ab") as err, open(self.stdout_path, "ab") as out:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -690,6 +692,19 @@ class LimitedDaemon(Daemon):
 
 @unittest.skipUnless(shutil.which("prlimit"), "prlimit (util-linux) is not installed")
 class OutOfFds(E2ETestCase):
+
+    def test_the_soft_limit_is_raised_to_the_hard_one(self):
+        """Started with 64 open files allowed softly and 8192 hard, the daemon
+        runs with 8192 (room for MaxConnections=4096), and does not warn."""
+        d = LimitedDaemon(self, PIPELINES, Durability="none")
+        d.soft, d.hard = FD_LIMIT, 8192
+        self.addCleanup(d.stop)
+        self.daemons = [d]
+        d.start()
+        with open("/proc/%d/limits" % d.proc.pid) as f:
+            self.assertRegex(f.read(), r"Max open files\s+8192\s+8192")
+        self.assertNotIn("open files limit", d.stderr())
+        GoodClient(self, d).round()
 
     def test_more_clients_than_fds(self):
         """Under a 64-fd limit, 200 clients: the daemon warns at start, serves
