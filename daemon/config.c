@@ -94,7 +94,7 @@ static const KeySpec daemon_keys[] = {
 	  CONFIG_DEFAULT_SOCKET, false, "the limit of a Unix socket address (sun_path)" },
 	{ "StateDirectory", KEY_PATH, FIELD(Config, state_dir), 0, 0, 0, CONFIG_DEFAULT_STATE_DIR,
 	  false, NULL },
-	{ "MaxConnections", KEY_NUMBER, FIELD(Config, max_connections), 1, 65536, 256, NULL, false,
+	{ "MaxConnections", KEY_NUMBER, FIELD(Config, max_connections), 1, 65536, 4096, NULL, false,
 	  NULL },
 	{ "MaxOutputBuffer", KEY_SIZE, FIELD(Config, max_output_buffer), 64 * KIB, GIB, 4 * MIB,
 	  NULL, false, NULL },

@@ -3,7 +3,7 @@
  *   [daemon]
  *   Socket = /run/pipelined/pipelined.sock   ; control socket path (< 108 bytes)
  *   StateDirectory = /var/lib/pipelined      ; journal and job scratch space
- *   MaxConnections = 256                     ; 1..65536
+ *   MaxConnections = 4096                    ; 1..65536 (as sd-varlink servers)
  *   MaxOutputBuffer = 4MiB                   ; unsent replies per connection before it is cut off
  *   RetainJobs = 10000                       ; finished jobs kept for queries, 0..10000000
  *   RetainBytes = 64MiB                      ; and at most this many payload bytes of them

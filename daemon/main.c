@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
@@ -186,6 +187,28 @@ static void socket_name(int fd, char *buf, size_t len)
 		snprintf(buf, len, "<unknown>");
 }
 
+/* Every connection is a file descriptor, and the usual soft limit on open
+ * files (1024) is below the default MaxConnections: take the hard limit
+ * (systemd gives services 524288), as sd-varlink servers do. Past the limit
+ * libuv accepts and closes new connections at once, unanswered and
+ * unlogged (its EMFILE trick): warn at start if the limit is that low. */
+static void raise_open_files_limit(unsigned max_connections)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	/* 64: the daemon's own files (journal, loop, pipes of running jobs). */
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_connections + 64)
+		log_warning("the open files limit (%llu) is below MaxConnections=%u plus 64: "
+		            "connections past it are closed without an answer",
+		            (unsigned long long)rl.rlim_cur, max_connections);
+}
+
 static void close_walk(uv_handle_t *h, void *arg)
 {
 	if (!uv_is_closing(h))
@@ -276,6 +299,7 @@ int main(int argc, char **argv)
 			return EXIT_FAILURE;
 		}
 	}
+	raise_open_files_limit(config->max_connections);
 	bool durable = config->durability == CONFIG_DURABILITY_FULL;
 	r = ensure_state_dir(config->state_dir);
 	if (r >= 0)

@@ -41,6 +41,24 @@
  * limit asked, so a page of long error messages still fits in a message. */
 #define LIST_PAGE_BUDGET (PROTO_MESSAGE_MAX / 2)
 
+/* Most connections accepted per loop turn. libuv accepts until the backlog
+ * is empty, and a connect/close storm refills it as fast: measured, 400
+ * accepts in one turn while established clients waited (their p99 x56).
+ * A turn then also serves every accepted connection's first read and close,
+ * so a smaller batch is a shorter turn: measured under a storm, p99 of an
+ * established client 11.5 ms unbounded, 1.9 ms at 32, 0.96 ms at 8, 1.2 ms
+ * at 4 (BENCHMARKS.md, "Hostile clients"). A burst of new clients waits in
+ * the listen backlog meanwhile, a few turns at most. */
+#define ACCEPT_BATCH 8
+
+/* Most bytes read from one connection before it waits for the next loop
+ * turn (one read of Server.readbuf). libuv reads a readable stream up to 32
+ * times (2 MiB here) per turn: a peer streaming a huge message held the
+ * loop ~600 us per turn while established clients waited (their p99 2.5x;
+ * 2.3x with 256 KiB, 1.8x with 64 KiB). A 1 MiB message takes 16 turns,
+ * each a few microseconds more than one. */
+#define READ_BUDGET (64u * 1024u)
+
 /* After a shutdown, how long connections have to take the replies already
  * collected for them before they are closed anyway. */
 #define SERVER_LINGER_MS 5000
@@ -148,6 +166,9 @@ typedef struct Conn {
 	uv_write_t wreq;
 	bool writing, reading, eof, closing, close_after_flush;
 	bool processing; /* inside conn_process: a hold finishing there must not recurse */
+	bool over_budget;  /* read READ_BUDGET since it last waited: reading stopped */
+	size_t read_bytes; /* read since it last waited for a turn */
+	Link budget_link;  /* server->budget_waiters, while over_budget */
 
 	Hold hold;
 	ProtoCall call; /* the held call (owned while held) */
@@ -197,6 +218,9 @@ struct Server {
 	Link lines, conns, job_waiters, watchers;
 	unsigned n_conns;
 	uint64_t conn_numbers;
+	unsigned accepts_this_turn; /* reset before each poll (on_take_ended) */
+	Link budget_waiters;        /* Conns over their READ_BUDGET: resumed before the next poll */
+	bool accept_deferred;       /* one left pending in libuv: taken next turn */
 	JobTable jobs;
 	uint64_t next_id;
 	/* Durability=full: the journal (else NULL), and the replies waiting for
@@ -1213,8 +1237,13 @@ static void on_room_async(uv_async_t *h)
 			continue;
 		}
 		submit_continue(c, true);
-		if (c->hold == HOLD_SUBMIT && c->line == line)
-			break; /* full again; it is first in line */
+		/* Full again: this call went back first in line. Held but not
+		 * first, it is the peer's next call (taken when this one
+		 * ended), queued behind the others: they must still be tried,
+		 * or nobody is, and the queue never fills to send room again. */
+		if (c->hold == HOLD_SUBMIT && c->line == line &&
+		    line->room_waiters.next == &c->wait_link)
+			break;
 	}
 }
 
@@ -2447,6 +2476,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	 * them (GetJob, Stats...). */
 	mailbox_flush(&c->server->mailbox);
 	if (nread > 0) {
+		c->read_bytes += (size_t)nread;
+		if (c->read_bytes >= READ_BUDGET && !c->over_budget) {
+			/* conn_update_reading (from conn_process) stops reading. */
+			c->over_budget = true;
+			list_push_back(&c->server->budget_waiters, &c->budget_link);
+		}
 		int r = frame_reader_feed(&c->in, buf->base, (size_t)nread);
 		if (r == -EMSGSIZE) {
 			conn_framing_broken(c);
@@ -2473,7 +2508,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 static void conn_update_reading(Conn *c)
 {
-	bool want = !c->closing && !c->eof && !c->close_after_flush;
+	bool want = !c->closing && !c->eof && !c->close_after_flush && !c->over_budget;
 	if (c->hold == HOLD_SUBMIT)
 		want = false; /* backpressure */
 	else if (c->hold != HOLD_NONE)
@@ -2485,6 +2520,18 @@ static void conn_update_reading(Conn *c)
 		uv_read_stop((uv_stream_t *)&c->pipe);
 		c->reading = false;
 	}
+}
+
+/* True if the bytes not yet handed out are JSON whitespace only (say the
+ * newline `echo` adds after a message's NUL): nothing a peer meant to send. */
+static bool conn_pending_is_blank(const Conn *c)
+{
+	for (size_t i = c->in.start; i < c->in.len; i++) {
+		char ch = c->in.buf[i];
+		if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n')
+			return false;
+	}
+	return true;
 }
 
 /* Answers the buffered calls, in order, until one holds. A hold that ends
@@ -2513,8 +2560,20 @@ static void conn_process(Conn *c)
 		return;
 	if (c->hold == HOLD_NONE) {
 		frame_reader_compact(&c->in);
-		if (c->eof && frame_reader_pending(&c->in) == 0) {
-			/* Half-closed and answered: close once the replies are out. */
+		if (c->eof) {
+			/* Half-closed (or gone) and answered: close once the replies
+			 * are out. Bytes still buffered are a message that can never
+			 * end. Reading has stopped, so nothing else would ever close
+			 * the connection: its buffer and fd would stay until the
+			 * daemon exits (a slowloris peer that hangs up mid-message,
+			 * 10,000 times). Say why (a client that forgot the NUL
+			 * learns it), then close. */
+			if (frame_reader_pending(&c->in) > 0 && !c->close_after_flush &&
+			    !conn_pending_is_blank(c))
+				reply_error(c, NULL, PROTO_ERR_INVALID_MESSAGE,
+				            json_pack("{s:s}", "reason",
+				                      "the connection ended inside a message "
+				                      "(no NUL byte after it)"));
 			c->close_after_flush = true;
 			if (!c->writing)
 				conn_close(c);
@@ -2543,6 +2602,8 @@ static void conn_close(Conn *c)
 	c->closing = true;
 	hold_release(c);
 	list_remove(&c->link);
+	if (c->over_budget)
+		list_remove(&c->budget_link);
 	c->reading = false;
 	uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
 	Server *s = c->server;
@@ -2609,6 +2670,14 @@ static void on_connection(uv_stream_t *listener, int status)
 		log_warning("accept: %s", uv_strerror(status));
 		return;
 	}
+	/* Fairness: not calling uv_accept makes libuv stop watching the
+	 * listener, with this connection pending; on_take_ended takes it
+	 * before the next poll, which resumes watching. */
+	if (s->accepts_this_turn >= ACCEPT_BATCH) {
+		s->accept_deferred = true;
+		return;
+	}
+	s->accepts_this_turn++;
 	Conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return; /* the peer waits in the backlog */
@@ -3097,6 +3166,19 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 static void on_take_ended(uv_prepare_t *h)
 {
 	Server *s = h->data;
+	s->accepts_this_turn = 0;
+	while (!list_empty(&s->budget_waiters)) {
+		Conn *c = container_of(s->budget_waiters.next, Conn, budget_link);
+		list_remove(&c->budget_link);
+		c->over_budget = false;
+		c->read_bytes = 0;
+		conn_update_reading(c);
+	}
+	if (s->accept_deferred) {
+		s->accept_deferred = false;
+		if (s->listening && !uv_is_closing((uv_handle_t *)&s->listener))
+			on_connection((uv_stream_t *)&s->listener, 0);
+	}
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
 		Line *line = container_of(l, Line, link);
 		if (line->wake_owed && line->pipeline) {
@@ -3124,6 +3206,7 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	list_init(&s->job_waiters);
 	list_init(&s->watchers);
 	list_init(&s->commit_waiters);
+	list_init(&s->budget_waiters);
 	on_loop_thread = true;
 	s->config_path = strdup(config_path);
 	int r = s->config_path ? 0 : -ENOMEM;

@@ -387,7 +387,7 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(c->path, conf_path);
 	ck_assert_str_eq(c->socket_path, CONFIG_DEFAULT_SOCKET);
 	ck_assert_str_eq(c->state_dir, CONFIG_DEFAULT_STATE_DIR);
-	ck_assert_uint_eq(c->max_connections, 256);
+	ck_assert_uint_eq(c->max_connections, 4096);
 	ck_assert_uint_eq(c->max_output_buffer, 4 * 1024 * 1024);
 	ck_assert_uint_eq(c->retain_jobs, 10000);
 	ck_assert_uint_eq(c->retain_bytes, 64 * 1024 * 1024);
@@ -824,7 +824,7 @@ START_TEST(test_example_file)
 	/* It states the defaults. */
 	ck_assert_str_eq(c->socket_path, CONFIG_DEFAULT_SOCKET);
 	ck_assert_str_eq(c->state_dir, CONFIG_DEFAULT_STATE_DIR);
-	ck_assert_uint_eq(c->max_connections, 256);
+	ck_assert_uint_eq(c->max_connections, 4096);
 	ck_assert_uint_eq(c->max_output_buffer, 4 << 20);
 	ck_assert_uint_eq(c->retain_jobs, 10000);
 	ck_assert_uint_eq(c->retain_bytes, 64 << 20);
