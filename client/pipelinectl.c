@@ -18,7 +18,7 @@
 #define PIPELINED_VERSION "unknown"
 #endif
 
-#define DEFAULT_SOCKET "/run/pipelined/pipelined.sock"
+#define DEFAULT_SOCKET "/run/pipelined.sock"
 
 /* Option values beyond single characters. */
 enum {

@@ -1,7 +1,7 @@
 /* config.h — the daemon's configuration file (INI, parsed with inih).
  *
  *   [daemon]
- *   Socket = /run/pipelined/pipelined.sock   ; control socket path (< 108 bytes)
+ *   Socket = /run/pipelined.sock   ; control socket path (< 108 bytes)
  *   StateDirectory = /var/lib/pipelined      ; journal and job scratch space
  *   MaxConnections = 4096                    ; 1..65536 (as sd-varlink servers)
  *   MaxOutputBuffer = 4MiB                   ; unsent replies per connection before it is cut off
@@ -73,7 +73,7 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/pipelined/pipelined.conf"
-#define CONFIG_DEFAULT_SOCKET "/run/pipelined/pipelined.sock"
+#define CONFIG_DEFAULT_SOCKET "/run/pipelined.sock"
 #define CONFIG_DEFAULT_STATE_DIR "/var/lib/pipelined"
 
 /* Most pipelines one file may define: each costs threads and a listing

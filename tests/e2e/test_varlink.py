@@ -248,7 +248,7 @@ def readme_examples(kind):
                       re.S)
 
 
-README_SOCKET = "/run/pipelined/pipelined.sock"
+README_SOCKET = "/run/pipelined.sock"
 
 
 class ReadmeExamples(E2ETestCase):
