@@ -71,8 +71,8 @@ START_TEST(test_slices_equal_jansson)
 	static const char *const payloads[] = {
 		"{}",
 		"{\"url\":\"http://x/a b.png\",\"n\":12,\"f\":-1.5e3,\"t\":true,\"z\":null}",
-		"{\"s\":\"\\\"quoted\\\\ \\u00e9 "
-		"\\n\",\"a\":[[],[{}],[[[1]]]],\"o\":{\"k\":{\"k\":{}}}}",
+		("{\"s\":\"\\\"quoted\\\\ \\u00e9 "
+		 "\\n\",\"a\":[[],[{}],[[[1]]]],\"o\":{\"k\":{\"k\":{}}}}"), /* one string */
 		"{\"brackets\":\"[{]}\",\"comma\":\",\"}",
 	};
 	json_t *arr = json_array();
