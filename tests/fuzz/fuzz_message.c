@@ -81,30 +81,39 @@ static void check_no_nul(json_t *v)
 }
 
 /* The name rule of PROTOCOL.md, written apart from message.c's: at least
- * two dot-separated non-empty parts of [A-Za-z0-9], the last one starting
- * with an upper-case letter. */
+ * two dot-separated non-empty parts of [A-Za-z0-9], the last one (the
+ * method or error) starting with an upper-case letter; the other parts (the
+ * interface) may also hold '-', but not first or last in a part. */
 static bool ref_name_ok(const char *s)
 {
 	size_t parts = 0, part_len = 0;
-	char part_first = 0;
+	char part_first = 0, prev = 0;
+	bool part_dash = false;
 	for (const char *p = s;; p++) {
 		if (*p == '.' || *p == '\0') {
-			if (part_len == 0)
+			if (part_len == 0 || prev == '-')
 				return false;
 			parts++;
 			if (*p == '\0')
 				break;
 			part_len = 0;
+			part_dash = false;
 			continue;
 		}
 		bool alnum = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		             (*p >= '0' && *p <= '9');
-		if (!alnum)
+		if (!alnum && *p != '-')
 			return false;
+		if (*p == '-' && part_len == 0)
+			return false; /* a part starting with '-' */
+		if (*p == '-')
+			part_dash = true;
 		if (part_len++ == 0)
 			part_first = *p;
+		prev = *p;
 	}
-	return parts >= 2 && part_first >= 'A' && part_first <= 'Z';
+	/* part_dash, part_first: of the last part, the method's */
+	return parts >= 2 && !part_dash && part_first >= 'A' && part_first <= 'Z';
 }
 
 /* proto_build_call and proto_build_error refuse exactly the names the
