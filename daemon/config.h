@@ -81,7 +81,7 @@
 #define CONFIG_PIPELINES_MAX 256u
 
 /* Most ids one access list may hold: every call of a connection that is not
- * allowed outright searches them (linearly). */
+ * allowed outright searches them (sorted at load: binary search). */
 #define CONFIG_ID_LIST_MAX 1024u
 
 /* SocketGroup= not given: the socket keeps the daemon's group. */

@@ -188,21 +188,30 @@ static void socket_name(int fd, char *buf, size_t len)
 }
 
 /* Every connection is a file descriptor, and the usual soft limit on open
- * files (1024) is below the default MaxConnections: take the hard limit
- * (systemd gives services 524288), as sd-varlink servers do. Past the limit
- * libuv accepts and closes new connections at once, unanswered and
- * unlogged (its EMFILE trick): warn at start if the limit is that low. */
+ * files (1024) is below the default MaxConnections: raise the soft limit to
+ * MaxConnections plus room for the daemon's own files (journal, loop, the
+ * pipes of running jobs), within the hard limit (systemd gives services
+ * 524288). Not all the way to the hard limit: the programs stages run
+ * inherit the soft limit (posix_spawn cannot lower it for them), and some
+ * programs (select(), closing every fd up to the limit) break or crawl with
+ * a huge one. Past the limit libuv accepts and closes new connections at
+ * once, unanswered and unlogged (its EMFILE trick): warn at start if the
+ * limit is that low. */
+#define OPEN_FILES_SPARE 1024u
 static void raise_open_files_limit(unsigned max_connections)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
+	rlim_t want = (rlim_t)max_connections + OPEN_FILES_SPARE;
+	if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
+		want = rl.rlim_max;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		rl.rlim_cur = want;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			(void)getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	/* 64: the daemon's own files (journal, loop, pipes of running jobs). */
+	/* 64: the daemon's own files at the least. */
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_connections + 64)
 		log_warning("the open files limit (%llu) is below MaxConnections=%u plus 64: "
 		            "connections past it are closed without an answer",

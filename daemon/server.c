@@ -2678,15 +2678,20 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	s->accepts_this_turn++;
+	/* Without uv_accept libuv stops watching the listener: a failure here
+	 * must retry next turn (on_take_ended), or no one is accepted again. */
 	Conn *c = calloc(1, sizeof(*c));
-	if (!c)
-		return; /* the peer waits in the backlog */
+	if (!c) {
+		s->accept_deferred = true;
+		return;
+	}
 	c->server = s;
 	list_init(&c->link);
 	list_init(&c->wait_link);
 	frame_reader_init(&c->in, PROTO_MESSAGE_MAX);
 	if (uv_pipe_init(s->loop, &c->pipe, 0) < 0) {
 		free(c);
+		s->accept_deferred = true;
 		return;
 	}
 	s->n_conns++;
@@ -2916,9 +2921,15 @@ static void on_watchdog_timer(uv_timer_t *t)
 		stalled += n;
 	}
 	if (stalled == 0) {
-		if (s->stalled)
+		if (s->stalled) {
 			log_info("every stage is making progress again; watchdog pings resume");
-		s->stalled = false;
+			s->stalled = false;
+			/* STATUS= said STUCK: the status timer may not run again
+			 * (nothing in flight), so say it is over here. */
+			char status[NOTIFY_STATUS_MAX];
+			status_format(s, status, sizeof(status));
+			notify_status(status);
+		}
 		notify_watchdog();
 		return;
 	}

@@ -344,6 +344,12 @@ class Watchdog(SystemdCase):
         open(release, "w").close()
         self.wait_log(d, "watchdog pings resume")
         wait_until(lambda: n.pings() >= stopped_at + 2, "pings after the setup ended")
+        # No job was in flight, so the status refresh never ran: STATUS=
+        # must still stop saying STUCK.
+        self.assertTrue(any(s.startswith("STUCK: slow/a worker 1") for s in n.statuses()),
+                        n.statuses())
+        wait_until(lambda: not n.statuses()[-1].startswith("STUCK"),
+                   "a STATUS= without STUCK once the setup ended")
         c = self.connect(d)
         self.assertEqual(self.wait_job(c, self.submit(c, "slow"))["state"], "done")
 
