@@ -613,7 +613,9 @@ class HalfClosed(HostileTestCase):
         self.assertEqual(len(messages), 2, messages)
         job_id = self.assertReply(messages[0])["id"]
         self.assertEqual(self.assertReply(messages[1])["pipelines"][0]["name"], "work")
-        self.assertEqual(self.get_job(self.good.conn, job_id)["payload"], {"x": 1})
+        # GetJob shows the payload once the job has ended: wait for that
+        # (a GetJob at once raced the worker on a slow build).
+        self.assertEqual(self.wait_job(self.good.conn, job_id)["payload"], {"x": 1})
         self.assert_fds_back()
 
     def test_half_close_inside_a_message(self):
