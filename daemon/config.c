@@ -96,6 +96,9 @@ static const KeySpec daemon_keys[] = {
 	  false, NULL },
 	{ "MaxConnections", KEY_NUMBER, FIELD(Config, max_connections), 1, 65536, 4096, NULL, false,
 	  NULL },
+	/* 1,000,000 a second is past what one loop can accept anyway. */
+	{ "MaxConnectionRate", KEY_NUMBER, FIELD(Config, max_connection_rate), 0, 1000000, 5000,
+	  NULL, false, NULL },
 	{ "MaxOutputBuffer", KEY_SIZE, FIELD(Config, max_output_buffer), 64 * KIB, GIB, 4 * MIB,
 	  NULL, false, NULL },
 	{ "RetainJobs", KEY_NUMBER, FIELD(Config, retain_jobs), 0, 10000000, 10000, NULL, false,

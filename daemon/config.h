@@ -145,6 +145,7 @@ typedef struct Config {
 	char *socket_path;    /* owned */
 	char *state_dir;      /* owned */
 	unsigned max_connections;
+	unsigned max_connection_rate; /* new connections accepted per second; 0: no pacing */
 	size_t max_output_buffer;
 	uint64_t retain_jobs;
 	uint64_t retain_bytes;

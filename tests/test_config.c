@@ -169,7 +169,7 @@ static const struct {
 	/* Keys. */
 	{ DAEMON_KEY("socket = /run/x.sock"), 2, "socket",
 	  "unknown key in [daemon] (known: Socket, StateDirectory, MaxConnections, "
-	  "MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec, RetainAge, Durability, "
+	  "MaxConnectionRate, MaxOutputBuffer, RetainJobs, RetainBytes, ShutdownTimeoutSec, RetainAge, Durability, "
 	  "JournalMinFree, SocketMode, SocketGroup, AllowUsers, AllowGroups, ReadOnlyUsers, "
 	  "ReadOnlyGroups, MaxJobsPerUser)" },
 	{ "[pipeline p]\nWorkers = 2\n[stage p/s]\nAction = noop\n", 2, "Workers",
@@ -190,6 +190,8 @@ static const struct {
 	{ STAGE_KEY("Capacity = 64K"), 3, "Capacity", capacity_range },
 	{ DAEMON_KEY("MaxConnections = 0"), 2, "MaxConnections", "not a whole number in 1..65536" },
 	{ DAEMON_KEY("MaxConnections = 65537"), 2, "MaxConnections", "1..65536" },
+	{ DAEMON_KEY("MaxConnectionRate = 1000001"), 2, "MaxConnectionRate", "in 0..1000000" },
+	{ DAEMON_KEY("MaxConnectionRate = -1"), 2, "MaxConnectionRate", "in 0..1000000" },
 	{ DAEMON_KEY("RetainJobs = 10000001"), 2, "RetainJobs", "in 0..10000000" },
 	{ DAEMON_KEY("RetainJobs = -0"), 2, "RetainJobs", "in 0..10000000" },
 	{ DAEMON_KEY("ShutdownTimeoutSec = 0"), 2, "ShutdownTimeoutSec", "in 1..86400" },
@@ -825,6 +827,7 @@ START_TEST(test_example_file)
 	ck_assert_str_eq(c->socket_path, CONFIG_DEFAULT_SOCKET);
 	ck_assert_str_eq(c->state_dir, CONFIG_DEFAULT_STATE_DIR);
 	ck_assert_uint_eq(c->max_connections, 4096);
+	ck_assert_uint_eq(c->max_connection_rate, 5000);
 	ck_assert_uint_eq(c->max_output_buffer, 4 << 20);
 	ck_assert_uint_eq(c->retain_jobs, 10000);
 	ck_assert_uint_eq(c->retain_bytes, 64 << 20);
@@ -891,8 +894,16 @@ START_TEST(test_access_keys)
 	                          c->read_only_groups.n,
 	                  0);
 	ck_assert_uint_eq(c->max_jobs_per_user, 0);
+	ck_assert_uint_eq(c->max_connection_rate, 5000);
 	/* No access key: everyone who can open the socket may do everything. */
 	ck_assert_int_eq(config_access(c, 1234, 1234, NULL, 0, 999), CONFIG_ACCESS_ALL);
+	config_free(c);
+
+	c = load_ok(DAEMON_KEY("MaxConnectionRate = 0"));
+	ck_assert_uint_eq(c->max_connection_rate, 0); /* no pacing */
+	config_free(c);
+	c = load_ok(DAEMON_KEY("MaxConnectionRate = 1000000"));
+	ck_assert_uint_eq(c->max_connection_rate, 1000000);
 	config_free(c);
 
 	c = load_ok(DAEMON_KEY("SocketMode = 0\nSocketGroup = 0\nMaxJobsPerUser = 10000000"));

@@ -598,6 +598,45 @@ class ConnectCloseStorm(HostileTestCase):
         return self.assertReply(reply)["pipelines"][0]["name"]
 
 
+PACED_RATE = 20   # MaxConnectionRate= of the test below: new connections a second
+ACCEPT_BURST = 32  # daemon/server.c: accepted at once before pacing begins
+
+
+class PacedAccepts(HostileTestCase):
+    """MaxConnectionRate=: past a burst, new connections wait in the listen
+    backlog and are accepted at the configured rate; the connected client is
+    served meanwhile, and each waiting connection in the end."""
+
+    daemon_keys = {"MaxConnectionRate": PACED_RATE}
+
+    def test_connections_past_the_rate_wait_and_are_all_served(self):
+        """53 connections opened at once, a call on each: every one is
+        answered, and not before the pacing allows (33 at once, then 20 a
+        second: the last no sooner than 1 s after the first connect, however
+        fast the machine). One warning names the key."""
+        n = ACCEPT_BURST + 1 + PACED_RATE
+        t0 = time.monotonic()
+        crowd = [self.hostile() for _ in range(n)]  # the backlog (128) takes them all
+        for c in crowd:
+            c.send_call(GET_INFO)
+        self.assert_good()  # the connected client is not held behind them
+        for c in crowd:
+            self.assertEqual(self.assertReply(c.recv())["product"], "pipelined")
+        elapsed = time.monotonic() - t0
+        # A lower bound only: a slow machine makes it longer, never shorter.
+        least = (n - ACCEPT_BURST - 1) / PACED_RATE
+        self.assertGreaterEqual(elapsed, least,
+                                "%d connections served in %.3f s: no pacing at %d a second"
+                                % (n, elapsed, PACED_RATE))
+        self.assertEqual(self.daemon.stderr().count(
+            "new connections arrive faster than MaxConnectionRate=20 a second"), 1,
+            self.daemon.stderr())
+        for c in crowd:
+            c.close()
+        self.assert_fds_back()
+        self.assert_good()
+
+
 # ---- half-closed peers ------------------------------------------------------------------
 
 
