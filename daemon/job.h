@@ -56,6 +56,8 @@ typedef struct Job {
 	/* The last program a stage ran on this job (program actions): written
 	 * by the worker running it. ran_program is false until one ran. */
 	bool ran_program;
+	bool retry_stopped; /* failed because a shutdown refused its next attempt (stage.c):
+	                     * with a journal, it resumes at the next start */
 	bool timed_out;    /* the stage's timeout ended it */
 	int exit_status;   /* 0..255, or -1 when a signal ended it */
 	int term_signal;   /* 0 when it exited */

@@ -341,7 +341,7 @@ static void fail_retry(Job *job, const char *why)
 size_t pipeline_stop_retries(Pipeline *p, const char *why)
 {
 	for (unsigned i = 0; i < p->n_stages; i++)
-		queue_refuse_delayed(stage_queue(p->stages[i]));
+		stage_stop_retries(p->stages[i], why);
 	return end_waiting(p, is_retrying, fail_retry, why);
 }
 

@@ -127,10 +127,12 @@ int pipeline_set_workers(Pipeline *p, unsigned stage, unsigned n);
  * many jobs it ended. Never blocks beyond the queue locks. */
 size_t pipeline_discard_cancelled(Pipeline *p);
 
-/* Stops retries (a shutdown): from now on a failed run is not retried, and
- * every job waiting for its next attempt ends at once, failed, with
- * " (not retried: <why>)" after its last error (through on_end, on the
- * calling thread). Returns how many jobs it ended. */
+/* Stops retries (a shutdown): from now on a failed run is not retried (the
+ * job fails on its worker, with Job.retry_stopped set), and every job
+ * waiting for its next attempt ends at once, failed, with " (not retried:
+ * <why>)" after its last error (through on_end, on the calling thread).
+ * why must outlive the pipeline (a string literal). Returns how many jobs
+ * it ended. */
 size_t pipeline_stop_retries(Pipeline *p, const char *why);
 
 /* See stage_pause; -ENOENT for a stage index out of range. */

@@ -1896,9 +1896,10 @@ static void hook_on_end(void *userdata, Job *job)
 	Server *s = line->server;
 	if (s->journal) {
 		JobState st = atomic_load_explicit(&job->state, memory_order_relaxed);
-		if (on_loop_thread && s->keep_journal_rows) {
-			/* A shutdown stopped its retries: in memory it ends, on
-			 * disk it stays unfinished and resumes at the next start. */
+		if ((on_loop_thread && s->keep_journal_rows) || job->retry_stopped) {
+			/* A shutdown stopped its retries (it was waiting for one,
+			 * or its run failed after): in memory it ends, on disk it
+			 * stays unfinished and resumes at the next start. */
 			job->journal_keep = true;
 		} else {
 			if (st != JOB_CANCELLED)

@@ -69,6 +69,10 @@ struct Stage {
 	unsigned threads; /* live threads, retiring ones included */
 	unsigned parked;  /* workers waiting in wait_while_paused */
 	bool closed;
+	/* stage_stop_retries: why. Written before the queue refuses delayed
+	 * puts, read by a worker only once its put was refused (the queue's
+	 * lock orders the two). */
+	const char *retries_stopped_why;
 	uint64_t threads_started, threads_joined;
 	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled,
 	        reaped_retries; /* from workers already joined */
@@ -191,9 +195,10 @@ static bool schedule_retry(Worker *w, Job *job, char *err, size_t errlen)
 		return true;
 	job->attempt--;
 	atomic_store_explicit(&job->state, JOB_RUNNING, memory_order_relaxed);
+	job->retry_stopped = r == -ECANCELED;
 	size_t n = strnlen(err, errlen);
 	snprintf(err + n, errlen - n, " (not retried: %s)",
-	         r == -ECANCELED ? "the daemon is shutting down" : "out of memory");
+	         r == -ECANCELED ? s->retries_stopped_why : "out of memory");
 	return false;
 }
 
@@ -538,6 +543,12 @@ void stage_free(Stage *s)
 	pthread_cond_destroy(&s->resumed);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
+}
+
+void stage_stop_retries(Stage *s, const char *why)
+{
+	s->retries_stopped_why = why;
+	queue_refuse_delayed(s->queue);
 }
 
 Queue *stage_queue(Stage *s)

@@ -163,6 +163,12 @@ void stage_join(Stage *s);
  * are freed. Accepts NULL. */
 void stage_free(Stage *s);
 
+/* From now on a failed run is not retried: the job fails with
+ * " (not retried: <why>)" after its error, and Job.retry_stopped set. why
+ * must outlive the stage (a string literal). Jobs already waiting for a
+ * retry stay in the queue (pipeline_stop_retries ends them). */
+void stage_stop_retries(Stage *s, const char *why);
+
 Queue *stage_queue(Stage *s);     /* borrowed */
 const char *stage_name(Stage *s); /* borrowed */
 unsigned stage_index(Stage *s);

@@ -16,6 +16,7 @@ typedef struct Record {
 	unsigned n_jobs;
 	_Atomic unsigned *ended; /* [n_jobs + 1]: times each id ended */
 	_Atomic unsigned done, failed, bad_runs, bad_payload;
+	_Atomic unsigned retry_stopped; /* failed jobs with Job.retry_stopped */
 	unsigned expect_runs;   /* actions each done job must have seen */
 	const char *expect_fmt; /* payload a done job must end with, %u = id; NULL = any */
 	pthread_mutex_t lock;   /* for what follows */
@@ -65,6 +66,8 @@ static void on_end(void *userdata, Job *job)
 		}
 	} else {
 		atomic_fetch_add(&r->failed, 1);
+		if (job->retry_stopped)
+			atomic_fetch_add(&r->retry_stopped, 1);
 		pthread_mutex_lock(&r->lock);
 		snprintf(r->last_error, sizeof(r->last_error), "%s", job->error ? job->error : "");
 		r->last_failed_stage = job->stage;
@@ -856,6 +859,42 @@ START_TEST(test_permanent_failure_is_not_retried)
 }
 END_TEST
 
+static int fail_always(void *userdata, const char *stage, Job *job, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "job %u fails", (unsigned)job->id);
+	return -EIO;
+}
+
+/* A shutdown stops retries: the job waiting for one ends at once, and a run
+ * that fails afterwards is not retried either (its job is marked, so that
+ * the daemon keeps it unfinished in the journal); both say why. */
+START_TEST(test_stop_retries_ends_waiting_jobs_and_refuses_new_retries)
+{
+	Record *r = record_new(2);
+	RetryPolicy pol = three_fast_attempts;
+	pol.delay_usec = pol.max_delay_usec = 3600u * 1000000u;
+	Pipeline *p = retry_pipeline(r, fail_always, 1, &pol);
+	submit_ids(p, 1, 1);
+	WAIT_UNTIL(sstats(p, 0).queue.delayed == 1);
+
+	ck_assert_uint_eq(pipeline_stop_retries(p, "the test stopped retries"), 1);
+	ck_assert_uint_eq(r->failed, 1);
+	ck_assert_uint_eq(r->retry_stopped, 0); /* ended by the caller, not by its worker */
+	ck_assert_str_eq(r->last_error, "job 1 fails (not retried: the test stopped retries)");
+
+	submit_ids(p, 2, 2);
+	pipeline_drain(p);
+	ck_assert_uint_eq(r->failed, 2);
+	ck_assert_uint_eq(r->retry_stopped, 1);
+	ck_assert_str_eq(r->last_error, "job 2 fails (not retried: the test stopped retries)");
+	ck_assert_uint_eq(r->last_attempt, 1);
+	ck_assert_uint_eq(sstats(p, 0).retries, 1); /* job 1's only */
+	assert_each_ended_once(r);
+	pipeline_free(p);
+	record_free(r);
+}
+END_TEST
+
 START_TEST(test_backoff_doubles_up_to_the_cap)
 {
 	const RetryPolicy pol = { .max_attempts = 100, .delay_usec = 100, .max_delay_usec = 1000 };
@@ -1039,6 +1078,7 @@ int main(void)
 	tcase_add_test(tc, test_retry_then_success_after_backoff);
 	tcase_add_test(tc, test_job_waiting_for_retry_holds_no_worker);
 	tcase_add_test(tc, test_permanent_failure_is_not_retried);
+	tcase_add_test(tc, test_stop_retries_ends_waiting_jobs_and_refuses_new_retries);
 	tcase_add_test(tc, test_backoff_doubles_up_to_the_cap);
 	tcase_add_test(tc, test_requeue_resumes_at_the_failed_stage);
 	suite_add_tcase(s, tc);

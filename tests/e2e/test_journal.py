@@ -101,6 +101,34 @@ class Recovery(E2ETestCase):
                                   else None)(self.get_job(c, jid)), "attempt 2 after the restart")
         self.assertEqual(job["runs"], 2, job)
 
+    def test_a_run_that_fails_during_a_shutdown_resumes_at_the_next_start(self):
+        """A retryable failure after the shutdown began: its retry is refused
+        (the shutdown does not wait for it), and the job stays unfinished in
+        the journal, as one already waiting for its retry does; it runs
+        again after the restart. (It was journaled failed: lost.)"""
+        gate, ok = os.path.join(self.tmp, "gate"), os.path.join(self.tmp, "ok")
+        program = ("/bin/sh -c 'while [ ! -e %s ]; do sleep 0.01; done; [ -e %s ]'"
+                   % (gate, ok))
+        d = self.start_daemon({"p": [stage("a", Exec=program, MaxAttempts=5,
+                                           RetryDelay="1ms")]})
+        c = self.connect(d)
+        jid = self.submit(c, "p")
+        self.wait_stats(c, "p", lambda s: s["stages"][0]["busy"] == 1, "the run under way")
+        # The Shutdown call's effects are done before the next call on the
+        # connection is read: the ShuttingDown refusal says retries stopped.
+        self.ok(c, IFACE + ".Shutdown")
+        self.assertError(c.call(IFACE + ".Submit", {"pipeline": "p", "payload": {}}),
+                         IFACE + ".ShuttingDown")
+        with open(gate, "w"):
+            pass  # the run fails (no "ok" file) after the retries stopped
+        self.assertEqual(d.proc.wait(), 0, d.stderr())
+        d.status = None
+        with open(ok, "w"):
+            pass
+        d.start()
+        job = self.wait_job(self.connect(d), jid)
+        self.assertEqual((job["state"], job["runs"]), ("done", 2), job)
+
     def test_unfinished_jobs_of_a_removed_pipeline_stop_the_start(self):
         d = self.start_daemon({"p": [stage("a", "noop")], "other": [stage("a", "noop")]})
         c = self.connect(d)
