@@ -158,6 +158,11 @@ class HostileTestCase(E2ETestCase):
 
     def assert_fds_back(self):
         """Waits until the daemon holds no more fds than before the attack."""
+        # Connections still in the listen backlog hold no fd of the daemon's
+        # yet: a new one answered (and closed) means every earlier one has
+        # been accepted (the backlog is first in, first out), so the count
+        # can no longer go up past the wait below.
+        self.assertTrue(self.daemon.probe(), "the daemon answers a new connection")
         wait_until(lambda: fd_count(self.pid) <= self.base_fds,
                    "the daemon's fd count back to %d" % self.base_fds)
         self.assertEqual(fd_count(self.pid), self.base_fds)

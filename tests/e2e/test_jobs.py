@@ -54,8 +54,11 @@ class Jobs(E2ETestCase):
         """In flight, a job shows the runs made so far and when it started."""
         self.pause(self.c, "gate", "after")
         job_id = self.submit(self.c, "gate", {"x": 1})
-        job = wait_until(lambda: (lambda j: j if j["stage"] == "after" else None)(
-            self.get_job(self.c, job_id)), "the job to reach the paused stage")
+        # The stage moves on a moment before the state (still "running"
+        # from the stage before): wait for both.
+        job = wait_until(lambda: (lambda j: j if (j["stage"], j["state"]) == ("after", "queued")
+                                  else None)(self.get_job(self.c, job_id)),
+                         "the job to reach the paused stage")
         self.assertEqual((job["state"], job["runs"], job["attempt"]), ("queued", 1, 1))
         self.assertLessEqual(job["submitted_usec"], job["started_usec"])
         self.assertNotIn("finished_usec", job)

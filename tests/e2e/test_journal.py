@@ -91,7 +91,9 @@ class Recovery(E2ETestCase):
                                            RetryDelay="1h")]})
         c = self.connect(d)
         jid = self.submit(c, "p")
-        wait_until(lambda: self.get_job(c, jid)["state"] == "retrying", "the first retry")
+        # In the stage's delayed queue (Stats counts it there), not just
+        # marked "retrying" by its worker: that is the case this pins.
+        wait_until(lambda: self.stage_stats(c, "p", "a")["retrying"] == 1, "the first retry")
         restart(self, d, signal.SIGTERM)  # a shutdown does not wait for the retry
         c = self.connect(d)
         # Attempt 2 runs at once after the start; attempt 3 waits an hour.

@@ -72,7 +72,10 @@ class Programs(E2ETestCase):
             "argv": [stage("a", Exec="%s %s/argv.py {a} {b}" % (sys.executable, d))],
             "safe": [stage("a", Exec="%s %s/argv.py -- {a}" % (sys.executable, d))],
             "hang": [stage("a", Exec="/bin/sleep 1000", **fast)],
-            "stubborn": [stage("a", Exec=sh + "stubborn.sh", **fast)],
+            # 2 s for the shell to set its trap before the SIGTERM comes
+            # (300 ms was short on a loaded machine: it died of SIGTERM).
+            "stubborn": [stage("a", Exec=sh + "stubborn.sh", Timeout="2s",
+                               TimeoutGrace="300ms")],
             "flood": [stage("a", Exec="/usr/bin/head -c 100000000 /dev/zero")],
             "grandchild": [stage("a", Exec=sh + "grandchild.sh {pidfile}")],
             "early": [stage("a", Exec="/bin/sh -c 'exit 0'"), stage("b", Exec="/bin/sh -c 'exit 3'")],
@@ -262,8 +265,12 @@ class Programs(E2ETestCase):
         """With one worker and an hour between attempts, the job waits as "retrying"
         while the worker runs other jobs; it can be cancelled meanwhile."""
         waiting = self.submit(self.c, "slowretry", {})
-        job = wait_until(lambda: (lambda j: j if j["state"] == "retrying" else None)(
-            self.get_job(self.c, waiting)), "the job to wait for its retry")
+        # Stats counts it once it is in the queue's delayed heap, a moment
+        # after GetJob shows it "retrying": wait for that, then look.
+        wait_until(lambda: self.stage_stats(self.c, "slowretry", "a")["retrying"] == 1,
+                   "the job to wait for its retry")
+        job = self.get_job(self.c, waiting)
+        self.assertEqual(job["state"], "retrying")
         self.assertEqual(job["attempt"], 2)
         self.assertGreater(job["retry_at_usec"], job["submitted_usec"] + 1800 * 10**6)
         st = self.stage_stats(self.c, "slowretry", "a")

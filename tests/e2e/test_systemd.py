@@ -191,7 +191,9 @@ class Notify(SystemdCase):
                                   env={"NOTIFY_SOCKET": n.path})
                 c = self.connect(d)
                 job = self.submit(c, "hang")
-                wait_until(lambda: self.get_job(c, job)["state"] == "running", "job running")
+                # Its worker busy (what STATUS= counts as running), not
+                # only the job marked running a moment before.
+                self.wait_stats(c, "hang", lambda s: s["stages"][0]["busy"] == 1, "job running")
                 if how == "SIGTERM":
                     d.signal(signal.SIGTERM)
                 else:
@@ -202,6 +204,9 @@ class Notify(SystemdCase):
                 self.assertIsNone(d.proc.poll(), "STOPPING=1 only came at the exit")
                 open(release, "w").close()
                 self.assertEqual(d.wait_exit(), 0)
+                # The daemon's last message (its final STATUS=) read first:
+                # a second STOPPING=1 before it would be counted.
+                n.wait_for(lambda m: "1 done" in m.get("STATUS", ""), "the last STATUS=")
                 self.assertEqual(n.count("STOPPING"), 1, n.all())
                 d.stop()
 
@@ -306,6 +311,10 @@ class Watchdog(SystemdCase):
         self.assertRegex(d.stderr(), r"pipeline hang, stage a: worker [12] \(thread \d+\) has "
                          r"been in job %d for \d+\.\d s without a sign of progress \(1 worker "
                          r"stuck in all\)" % job)
+        # STATUS= says STUCK after the last ping: once it is read, every
+        # ping sent before the stall has been counted.
+        n.wait_for(lambda m: m.get("STATUS", "").startswith("STUCK: hang/a worker "),
+                   "STATUS= STUCK")
         stopped_at = n.pings()
         time.sleep(8 * self.INTERVAL / 2)
         self.assertEqual(n.pings(), stopped_at, "a ping while the stage was stuck")
@@ -362,6 +371,9 @@ class Watchdog(SystemdCase):
         n.wait_for(lambda m: "READY" in m, "READY=1")
         self.assertIn("watchdog: pinging every 0.500 s", self.daemon.stderr())
         self.assertNotIn("watchdog", d.stderr())
+        # The setUp daemon (the same interval, with a watchdog) pings twice
+        # meanwhile: a ping from this one would have come by then.
+        self.wait_pings(2)
         self.assertEqual(n.pings(), 0)
 
 
@@ -383,8 +395,14 @@ class SocketActivation(SystemdCase):
         d = self.start_sd({"p": [stage("a", "noop")]}, prefix=[self.activate, "-l", path],
                           start=False)
         d.spawn(socket_path=path)
-        wait_until(lambda: os.path.exists(path), "systemd-socket-activate listening")
-        c = self.connect(path)
+        # The file exists a moment before the socket listens: retry the
+        # connect itself.
+        def try_connect():
+            try:
+                return self.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None
+        c = wait_until(try_connect, "systemd-socket-activate listening")
         self.assertEqual(self.ok(c, "org.varlink.service.GetInfo")["product"], "pipelined")
         self.assertEqual(self.submit(c, "p"), 1)
         self.assertIn("listening on %s (passed by systemd)" % path, d.stderr())
