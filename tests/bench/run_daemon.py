@@ -161,8 +161,9 @@ class Bench(Servers):
         wait_for_socket(sock, proc, what)
         return proc
 
-    def daemon(self, pipelines, retain_jobs=None, retain_bytes=None):
-        """A fresh pipelined with pipelines = {name: [(action, capacity)]}."""
+    def daemon(self, pipelines, retain_jobs=None, retain_bytes=None, durability=None):
+        """A fresh pipelined with pipelines = {name: [(action, capacity)]}
+        (durability: None for the default, full: every submit journaled)."""
         self.runs += 1
         conf = os.path.join(self.tmp, f"pipelined-{self.runs}.conf")
         sock = os.path.join(self.tmp, f"p{self.runs}.sock")
@@ -171,6 +172,8 @@ class Bench(Servers):
             lines.append(f"RetainJobs = {retain_jobs}")
         if retain_bytes is not None:
             lines.append(f"RetainBytes = {retain_bytes}")
+        if durability is not None:
+            lines.append(f"Durability = {durability}")
         for name, stages in pipelines.items():
             lines += ["", f"[pipeline {name}]"]
             for i, (action, capacity) in enumerate(stages):
@@ -293,6 +296,12 @@ def one_stage(b, capacity=64):
     return b.daemon({"bench": [("noop", capacity)]})
 
 
+def in_memory(b):
+    """One stage, Durability=none: no journal, as beanstalkd without -b and
+    redis without persistence (the anchors) keep nothing either."""
+    return b.daemon({"bench": [("noop", 64)]}, durability="none")
+
+
 def run_ours(b, mode, *args, pipeline="bench", make=one_stage, blocking=False):
     proc, sock = make(b)
     try:
@@ -341,15 +350,18 @@ def bench_batch(b, repeat):
     # The variant: a first queue that holds a whole batch, so the loop is
     # not held back every 32 jobs waiting for room.
     big = lambda: run_ours(b, "batch", N_BATCH, 4, make=lambda b: one_stage(b, 4096))
+    mem = lambda: run_ours(b, "batch", N_BATCH, 4, make=in_memory)
     paired(b, "batch", lambda: run_ours(b, "batch", N_BATCH, 4), anchor, repeat, 2.0,
-           "beanstalkd put", variants=[("batch-cap4096", big)])
+           "beanstalkd put", variants=[("batch-cap4096", big), ("batch-none", mem)])
 
 
 def bench_clients(b, repeat):
     paired(b, "clients", lambda: run_ours(b, "clients", CLIENTS, N_CLIENTS),
            lambda: b.redis_benchmark(CLIENTS, N_CLIENTS), repeat, None,
            f"redis lpush -c {CLIENTS}",
-           variants=[("clients-redis-own",
+           variants=[("clients-none",
+                      lambda: run_ours(b, "clients", CLIENTS, N_CLIENTS, make=in_memory)),
+                     ("clients-redis-own",
                       lambda: run_redis_own(b, "redis-clients", CLIENTS, N_CLIENTS), True)])
 
 
