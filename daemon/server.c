@@ -58,8 +58,10 @@
  * and the loop together kept both cores busy (an established client's p99
  * x3.9). Paced, the storm's connect() waits in a full listen backlog
  * instead (x1.4 at 5,000 a second, BENCHMARKS.md "Hostile clients"). The
- * burst lets a crowd of new clients in at once. */
-#define ACCEPT_BURST 32
+ * burst lets a crowd of new clients in at once, as many as the listen
+ * backlog holds (32 was too few: 50 clients starting together were paced). */
+#define LISTEN_BACKLOG 128
+#define ACCEPT_BURST LISTEN_BACKLOG
 
 /* While pacing delays accepts, a warning says so at most this often. */
 #define PACING_LOG_INTERVAL_NS (60 * UINT64_C(1000000000))
@@ -2846,7 +2848,7 @@ int server_listen(Server *s, int fd)
 		}
 	}
 	if (r >= 0)
-		r = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+		r = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
 	if (r >= 0)
 		log_access_policy(s->config, s->self_uid);
 	return r;
