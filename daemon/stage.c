@@ -55,6 +55,10 @@ struct Stage {
 	RetryPolicy retry; /* immutable once started */
 	StageHooks hooks;
 	void *userdata;
+	/* stage_stop_retries: why. Written once, before the queue refuses
+	 * delayed puts; read by a worker only once its put was refused (the
+	 * queue's lock orders the two). Not under lock below. */
+	const char *retries_stopped_why;
 
 	pthread_mutex_t lock;         /* protects everything below */
 	pthread_cond_t worker_exited; /* broadcast by each worker as it exits */
@@ -69,10 +73,6 @@ struct Stage {
 	unsigned threads; /* live threads, retiring ones included */
 	unsigned parked;  /* workers waiting in wait_while_paused */
 	bool closed;
-	/* stage_stop_retries: why. Written before the queue refuses delayed
-	 * puts, read by a worker only once its put was refused (the queue's
-	 * lock orders the two). */
-	const char *retries_stopped_why;
 	uint64_t threads_started, threads_joined;
 	uint64_t reaped_succeeded, reaped_failed, reaped_cancelled,
 	        reaped_retries; /* from workers already joined */
