@@ -413,6 +413,70 @@ def bench_flood(b, repeat):
              "see the tenths row" if ok else "NO: jobs missing")
 
 
+def drive(script, make, names, run_one, expected_log=None):
+    """The frame every benchmark driver shares: a temporary directory and
+    make(tmp) (a Servers with .failed, .summary and optionally .other), then
+    run_one(b, name) for each name (one that fails is reported and the next
+    goes on; every server is stopped after each, whatever happens), the
+    summary lines, how quiet the machine was, and the warnings and errors
+    in the daemon's log (lines containing one of expected_log's keys are
+    counted instead, with its description). Returns the exit status: 0, or
+    1 if something could not run."""
+    tmp = tempfile.mkdtemp(prefix="pipelined-bench-")
+    b = None
+    status = 0
+    try:
+        b = make(tmp)
+        for n in names:
+            try:
+                run_one(b, n)
+            except Failed as e:
+                print(f"!! {n}: {e}", flush=True)
+                b.failed.append(f"{n}: {e}")
+            finally:
+                b.stop_all()
+        print()
+        for line in b.summary:
+            print(line)
+        other = getattr(b, "other", None)
+        if other:
+            noisy = sum(1 for x in other if x > 0.05)
+            print(f"QUIET {len(other) - noisy} of {len(other)} measured runs had other "
+                  f"processes under 5% of a core (worst {max(other) * 100:.0f}%)")
+        for f in b.failed:
+            print(f"FAILED {f}")
+        status = 1 if b.failed else 0
+    except Failed as e:
+        print(f"{script}: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        if b:
+            b.stop_all()
+        report_log(os.path.join(tmp, "pipelined.log"), expected_log or {})
+        shutil.rmtree(tmp, ignore_errors=True)
+    return status
+
+
+def report_log(path, expected):
+    """Prints the warnings and errors of the daemon's log; a line containing
+    a key of expected is counted under its description instead."""
+    if not os.path.exists(path):
+        return
+    counts = dict.fromkeys(expected, 0)
+    bad = []
+    for line in open(path, errors="replace").read().splitlines():
+        key = next((k for k in expected if k in line), None)
+        if key:
+            counts[key] += 1
+        elif "error" in line.lower() or "warning" in line.lower():
+            bad.append(line)
+    for key, n in counts.items():
+        if n:
+            print(f"pipelined.log: {n} {expected[key]}")
+    if bad:
+        print("pipelined.log: " + "\n  ".join(bad[:20]))
+
+
 def main(argv):
     args = argv[1:]
     repeat = 5
@@ -438,43 +502,8 @@ def main(argv):
             print(f"run_daemon.py: {prog} is missing: run scripts/setup bench", file=sys.stderr)
             return 1
 
-    tmp = tempfile.mkdtemp(prefix="pipelined-bench-")
-    b = None
-    status = 0
-    try:
-        b = Bench(build, tmp)
-        for n in names:
-            try:
-                globals()["bench_" + n](b, repeat)
-            except Failed as e:
-                print(f"!! {n}: {e}", flush=True)
-                b.failed.append(f"{n}: {e}")
-            finally:
-                b.stop_all()
-        print()
-        for line in b.summary:
-            print(line)
-        if b.other:
-            noisy = sum(1 for x in b.other if x > 0.05)
-            print(f"QUIET {len(b.other) - noisy} of {len(b.other)} measured runs had other "
-                  f"processes under 5% of a core (worst {max(b.other) * 100:.0f}%)")
-        for f in b.failed:
-            print(f"FAILED {f}")
-        status = 1 if b.failed else 0
-    except Failed as e:
-        print(f"run_daemon.py: {e}", file=sys.stderr)
-        status = 1
-    finally:
-        if b:
-            b.stop_all()
-        logs = [f for f in sorted(os.listdir(tmp)) if f == "pipelined.log"]
-        for f in logs:
-            text = open(os.path.join(tmp, f), errors="replace").read()
-            bad = [l for l in text.splitlines() if "error" in l.lower() or "warning" in l.lower()]
-            if bad:
-                print(f"{f}: " + "\n  ".join(bad[:20]))
-        shutil.rmtree(tmp, ignore_errors=True)
-    return status
+    return drive("run_daemon.py", lambda tmp: Bench(build, tmp), names,
+                 lambda b, n: globals()["bench_" + n](b, repeat))
 
 
 if __name__ == "__main__":

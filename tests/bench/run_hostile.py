@@ -42,19 +42,17 @@ failure); 1 when one could not run or the good client got a wrong answer;
 
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_daemon import Failed, Servers, others_cpu, wait_for_socket  # noqa: E402
+from run_daemon import Failed, Servers, drive, others_cpu, wait_for_socket  # noqa: E402
 
 ATTACKS = ["slowloris", "huge", "neverread", "storm"]
 SLOW = 500
@@ -372,46 +370,16 @@ def main(argv):
     if len(rest) != 1 or bad or rounds < 100 or repeat < 1:
         print(__doc__, file=sys.stderr)
         return 2
-    tmp = tempfile.mkdtemp(prefix="pipelined-hostile-")
-    b = None
-    status = 0
-    try:
-        b = Bench(rest[0], tmp)
-        print(f"# {rounds} rounds per phase, {repeat} pairs per attack; attacks: "
-              f"{' '.join(attacks)}", flush=True)
-        for kind in attacks:
-            try:
-                b.run(kind, rounds, repeat)
-            except Failed as e:
-                print(f"!! {kind}: {e}", flush=True)
-                b.failed.append(f"{kind}: {e}")
-            finally:
-                b.stop_all()
-        print()
-        for line in b.summary:
-            print(line)
-        for f in b.failed:
-            print(f"FAILED {f}")
-        status = 1 if b.failed else 0
-    except Failed as e:
-        print(f"run_hostile.py: {e}", file=sys.stderr)
-        status = 1
-    finally:
-        if b:
-            b.stop_all()
-        log = os.path.join(tmp, "pipelined.log")
-        if os.path.exists(log):
-            lines = open(log, errors="replace").read().splitlines()
-            cut = sum(1 for line in lines if "replies unread" in line)
-            bad = [line for line in lines if ("error" in line.lower() or "warning" in line.lower())
-                   and "replies unread" not in line]
-            if cut:
-                print(f"pipelined.log: {cut} never-reading connections cut off "
-                      "(\"over ... bytes of replies unread\")")
-            if bad:
-                print("pipelined.log: " + "\n  ".join(bad[:20]))
-        shutil.rmtree(tmp, ignore_errors=True)
-    return status
+    print(f"# {rounds} rounds per phase, {repeat} pairs per attack; attacks: "
+          f"{' '.join(attacks)}", flush=True)
+    expected = {
+        "replies unread": "never-reading connections cut off (\"over ... bytes of replies "
+                          "unread\")",
+        "faster than MaxConnectionRate": "warnings that new connections were paced (once a "
+                                         "minute at most per daemon: slowloris and storm)",
+    }
+    return drive("run_hostile.py", lambda tmp: Bench(rest[0], tmp), attacks,
+                 lambda b, kind: b.run(kind, rounds, repeat), expected)
 
 
 if __name__ == "__main__":

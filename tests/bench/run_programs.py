@@ -36,7 +36,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -492,43 +491,8 @@ def main(argv):
             return 2
     defaults = {"spawn": 3, "plugin": 5}
 
-    tmp = tempfile.mkdtemp(prefix="pipelined-bench-")
-    b = None
-    status = 0
-    try:
-        b = Programs(build, tmp)
-        for n in names:
-            try:
-                globals()["bench_" + n](b, repeat or defaults[n])
-            except Failed as e:
-                print(f"!! {n}: {e}", flush=True)
-                b.failed.append(f"{n}: {e}")
-            finally:
-                b.stop_all()
-        print()
-        for line in b.summary:
-            print(line)
-        if b.other:
-            noisy = sum(1 for x in b.other if x > 0.05)
-            print(f"QUIET {len(b.other) - noisy} of {len(b.other)} measured runs had other "
-                  f"processes under 5% of a core (worst {max(b.other) * 100:.0f}%)")
-        for f in b.failed:
-            print(f"FAILED {f}")
-        status = 1 if b.failed else 0
-    except Failed as e:
-        print(f"run_programs.py: {e}", file=sys.stderr)
-        status = 1
-    finally:
-        if b:
-            b.stop_all()
-        log = os.path.join(tmp, "pipelined.log")
-        if os.path.exists(log):
-            text = open(log, errors="replace").read()
-            bad = [l for l in text.splitlines() if "error" in l.lower() or "warning" in l.lower()]
-            if bad:
-                print("pipelined.log: " + "\n  ".join(bad[:20]))
-        shutil.rmtree(tmp, ignore_errors=True)
-    return status
+    return run_daemon.drive("run_programs.py", lambda tmp: Programs(build, tmp), names,
+                            lambda b, n: globals()["bench_" + n](b, repeat or defaults[n]))
 
 
 if __name__ == "__main__":
