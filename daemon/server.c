@@ -37,6 +37,13 @@
  * nothing more until it has its answer). */
 #define HOLD_INPUT_MAX (64u * 1024u)
 
+/* Most replies one connection may have waiting for the journal (and behind
+ * them) before the daemon stops taking its next calls until some are sent.
+ * A peer pipelining Submits has each one's reply wait for its commit while
+ * the calls after it are taken: their jobs share the commits (group commit
+ * on one connection), and this bounds what waits. */
+#define PENDING_REPLIES_MAX 1024u
+
 /* A ListJobs page stops growing at this many bytes of JSON, whatever the
  * limit asked, so a page of long error messages still fits in a message. */
 #define LIST_PAGE_BUDGET (PROTO_MESSAGE_MAX / 2)
@@ -142,8 +149,16 @@ typedef enum Hold {
 	HOLD_DRAIN,
 	HOLD_CLOSE,
 	HOLD_WATCH, /* a stream: holds until the peer hangs up */
-	HOLD_COMMIT, /* a reply waiting for the journal to commit what it reports */
 } Hold;
+
+/* A reply that may not be sent yet: it reports what the journal has not
+ * committed (seq), or it comes after one that does (seq 0). */
+typedef struct PendingReply {
+	Link link;    /* Conn.pending, oldest first */
+	uint64_t seq; /* the journal change it waits for; 0: only those before it */
+	size_t len;
+	char msg[]; /* the encoded message, its NUL included */
+} PendingReply;
 
 /* A pipeline as the loop sees it. A pipeline replaced or removed by a
  * reload is "retired": it finishes its jobs, then is freed once no tracked
@@ -195,10 +210,14 @@ typedef struct Conn {
 	bool batch;
 	/* HOLD_WAIT */
 	uint64_t wait_id;
-	/* HOLD_COMMIT: the reply (owned), sent once commit_seq has committed */
-	const char *commit_error; /* a PROTO_ERR_* constant, or NULL for a reply */
-	json_t *commit_params;
+	/* HOLD_SUBMIT: the journal change of the last job accepted so far */
 	uint64_t commit_seq;
+	/* Replies waiting for the journal, and every reply after them, in the
+	 * order the calls came (PendingReply; see reply_when_committed). While
+	 * there is one, commit_link is in server->commit_waiters. */
+	Link pending;
+	size_t pending_count, pending_bytes;
+	Link commit_link;
 	/* HOLD_WATCH: only this pipeline's events ("" = every pipeline) */
 	char watch[STAGE_NAME_MAX + 1];
 	/* The peer as the kernel saw it connect (SO_PEERCRED, SO_PEERGROUPS),
@@ -340,7 +359,7 @@ static void conn_flush(Conn *c)
 		memmove(c->out, c->out + n, c->out_len - (size_t)n);
 		c->out_len -= (size_t)n;
 		if (c->out_len == 0) {
-			if (c->close_after_flush)
+			if (c->close_after_flush && list_empty(&c->pending))
 				conn_close(c);
 			return;
 		}
@@ -385,23 +404,57 @@ static void on_write(uv_write_t *req, int status)
 		c->wbuf_cap = 0;
 	}
 	conn_flush(c);
-	if (c->close_after_flush && !c->writing)
+	if (c->close_after_flush && !c->writing && list_empty(&c->pending))
 		conn_close(c);
 }
 
-/* Appends one encoded message. A peer that lets more than MaxOutputBuffer
- * of replies pile up unread is cut off: it is not buffered for forever. */
-static void conn_send(Conn *c, const char *msg, size_t len)
+/* Closes c once what it was sent is out (at once if nothing is left). */
+static void conn_close_when_sent(Conn *c)
 {
-	if (c->closing)
-		return;
+	c->close_after_flush = true;
+	if (!c->closing && !c->writing && c->out_len == 0 && list_empty(&c->pending))
+		conn_close(c);
+}
+
+/* A peer that lets more than MaxOutputBuffer of replies pile up unread
+ * (sent, or waiting for the journal) is cut off: it is not buffered for
+ * forever. Returns false if c was closed for it. */
+static bool conn_room_for(Conn *c, size_t len)
+{
 	size_t limit = c->server->config->max_output_buffer;
-	if (c->out_len + c->wbuf_len + len > limit) {
-		log_warning("connection %" PRIu64 ": over %zu bytes of replies unread; closing it",
-		            c->number, limit);
+	if (c->out_len + c->wbuf_len + c->pending_bytes + len <= limit)
+		return true;
+	log_warning("connection %" PRIu64 ": over %zu bytes of replies unread; closing it",
+	            c->number, limit);
+	conn_close(c);
+	return false;
+}
+
+/* Queues an encoded message behind the replies that wait for the journal;
+ * sent once seq has committed and those before it are sent. */
+static void conn_send_after(Conn *c, uint64_t seq, const char *msg, size_t len)
+{
+	if (c->closing || !conn_room_for(c, len))
+		return;
+	PendingReply *p = malloc(sizeof(*p) + len);
+	if (!p) {
+		log_error("connection %" PRIu64 ": out of memory; closing it", c->number);
 		conn_close(c);
 		return;
 	}
+	p->seq = seq;
+	p->len = len;
+	memcpy(p->msg, msg, len);
+	if (list_empty(&c->pending))
+		list_push_back(&c->server->commit_waiters, &c->commit_link);
+	list_push_back(&c->pending, &p->link);
+	c->pending_count++;
+	c->pending_bytes += len;
+}
+
+/* Appends one encoded message to what goes out next, and starts sending. */
+static void conn_append(Conn *c, const char *msg, size_t len)
+{
 	if (c->out_len + len > c->out_cap) {
 		size_t cap = c->out_cap ? c->out_cap : 4096;
 		while (cap < c->out_len + len)
@@ -420,10 +473,59 @@ static void conn_send(Conn *c, const char *msg, size_t len)
 	conn_flush(c);
 }
 
+/* Sends one encoded message: at once, or behind the replies that wait for
+ * the journal (the peer reads replies in the order it called). */
+static void conn_send(Conn *c, const char *msg, size_t len)
+{
+	if (c->closing)
+		return;
+	if (!list_empty(&c->pending))
+		conn_send_after(c, 0, msg, len);
+	else if (conn_room_for(c, len))
+		conn_append(c, msg, len);
+}
+
+/* Takes the oldest of c's pending replies off its list (the caller frees
+ * it); c leaves the server's commit_waiters with its last. */
+static PendingReply *pending_pop(Conn *c)
+{
+	PendingReply *p = container_of(c->pending.next, PendingReply, link);
+	list_remove(&p->link);
+	c->pending_count--;
+	c->pending_bytes -= p->len;
+	if (list_empty(&c->pending))
+		list_remove(&c->commit_link);
+	return p;
+}
+
+/* Sends c's pending replies that the journal has committed (done: its
+ * last committed change), oldest first, up to the first that must still
+ * wait. The room for them was counted when they were queued. */
+static void conn_send_committed(Conn *c, uint64_t done)
+{
+	while (!c->closing && !list_empty(&c->pending)) {
+		if (container_of(c->pending.next, PendingReply, link)->seq > done)
+			return;
+		PendingReply *p = pending_pop(c);
+		if (p->seq)
+			crashpoint("journal-before-reply");
+		conn_append(c, p->msg, p->len);
+		free(p);
+	}
+}
+
+/* Drops what c still had waiting (it is closing, or the journal failed). */
+static void conn_drop_pending(Conn *c)
+{
+	while (!list_empty(&c->pending))
+		free(pending_pop(c));
+}
+
 /* Sends a reply, or the error named error if not NULL (params stolen, may be
- * NULL), unless the call was oneway. */
-static void send_message(Conn *c, const ProtoCall *call, const char *error, json_t *params,
-                         bool continues)
+ * NULL), unless the call was oneway; with seq, once the journal has
+ * committed that change (conn_send_after). */
+static void send_message_after(Conn *c, const ProtoCall *call, const char *error,
+                               json_t *params, bool continues, uint64_t seq)
 {
 	char *buf;
 	size_t len;
@@ -440,8 +542,17 @@ static void send_message(Conn *c, const ProtoCall *call, const char *error, json
 		conn_close(c);
 		return;
 	}
-	conn_send(c, buf, len);
+	if (seq)
+		conn_send_after(c, seq, buf, len);
+	else
+		conn_send(c, buf, len);
 	free(buf);
+}
+
+static void send_message(Conn *c, const ProtoCall *call, const char *error, json_t *params,
+                         bool continues)
+{
+	send_message_after(c, call, error, params, continues, 0);
 }
 
 static void reply(Conn *c, const ProtoCall *call, json_t *params, bool continues)
@@ -678,9 +789,6 @@ static void hold_release(Conn *c)
 	json_decref(c->ids);
 	c->ids = NULL;
 	c->line = NULL;
-	json_decref(c->commit_params);
-	c->commit_params = NULL;
-	c->commit_error = NULL;
 	c->commit_seq = 0;
 	proto_call_done(&c->call);
 	c->hold = HOLD_NONE;
@@ -772,7 +880,9 @@ static uint64_t journal_job(Server *s, const Line *line, Job *job, bool is_new)
 
 /* Answers c's held call (error, or a reply if NULL; params stolen) now if
  * the journal has committed seq, else once it has: a client is told of a
- * job only when the job is on disk. */
+ * job only when the job is on disk. Either way the call is done: the
+ * connection's next calls are taken meanwhile (their replies wait behind
+ * this one), so that a peer pipelining Submits has them share commits. */
 static void reply_when_committed(Conn *c, const char *error, json_t *params, uint64_t seq)
 {
 	Server *s = c->server;
@@ -780,20 +890,10 @@ static void reply_when_committed(Conn *c, const char *error, json_t *params, uin
 		json_decref(params);
 		return;
 	}
-	if (!s->journal || seq <= journal_committed(s->journal)) {
-		if (error)
-			reply_error(c, &c->call, error, params);
-		else
-			reply(c, &c->call, params, false);
-		hold_done(c);
-		return;
-	}
-	c->hold = HOLD_COMMIT;
-	c->commit_error = error;
-	c->commit_params = params;
-	c->commit_seq = seq;
-	list_push_back(&s->commit_waiters, &c->wait_link);
-	conn_update_reading(c);
+	if (!s->journal || seq <= journal_committed(s->journal))
+		seq = 0;
+	send_message_after(c, &c->call, error, params, false, seq);
+	hold_done(c);
 }
 
 /* The journal failed: nothing more can be acknowledged. Every waiting reply
@@ -808,12 +908,27 @@ static void journal_down(Server *s, const char *why)
 	log_error("%s", why);
 	log_error("the journal can no longer be trusted: refusing new jobs and exiting; "
 	          "jobs it recorded resume at the next start");
+	/* What was committed is told as it was; every reply that waited for
+	 * more becomes JournalFailed (a reply names no call: one message fits
+	 * all). */
+	uint64_t done = journal_committed(s->journal);
+	char *failed = NULL;
+	size_t failed_len = 0;
+	if (proto_build_error(PROTO_ERR_JOURNAL_FAILED, json_pack("{s:s}", "reason", why), &failed,
+	                      &failed_len) < 0)
+		failed = NULL;
 	while (!list_empty(&s->commit_waiters)) {
-		Conn *c = container_of(s->commit_waiters.next, Conn, wait_link);
-		list_remove(&c->wait_link);
-		reply_error(c, &c->call, PROTO_ERR_JOURNAL_FAILED, json_pack("{s:s}", "reason", why));
-		hold_release(c);
+		Conn *c = container_of(s->commit_waiters.next, Conn, commit_link);
+		while (!list_empty(&c->pending)) {
+			PendingReply *p = pending_pop(c);
+			if (p->seq <= done)
+				conn_append(c, p->msg, p->len);
+			else if (failed)
+				conn_append(c, failed, failed_len);
+			free(p);
+		}
 	}
+	free(failed);
 	s->exit_status = 1;
 	s->abandoned = true;
 	server_stop(s);
@@ -832,26 +947,27 @@ static void on_commit_async(uv_async_t *h)
 		return;
 	}
 	uint64_t done = journal_committed(s->journal);
+	/* Those with a reply to send now first, on a list of their own: going
+	 * on with a connection's calls may queue it again. */
 	Link ready;
 	list_init(&ready);
 	for (Link *l = s->commit_waiters.next, *next; l != &s->commit_waiters; l = next) {
 		next = l->next;
-		if (container_of(l, Conn, wait_link)->commit_seq <= done) {
+		Conn *c = container_of(l, Conn, commit_link);
+		if (container_of(c->pending.next, PendingReply, link)->seq <= done) {
 			list_remove(l);
 			list_push_back(&ready, l);
 		}
 	}
 	while (!list_empty(&ready)) {
-		Conn *c = container_of(ready.next, Conn, wait_link);
-		list_remove(&c->wait_link);
-		crashpoint("journal-before-reply");
-		json_t *params = c->commit_params;
-		c->commit_params = NULL;
-		if (c->commit_error)
-			reply_error(c, &c->call, c->commit_error, params);
-		else
-			reply(c, &c->call, params, false);
-		hold_done(c);
+		Conn *c = container_of(ready.next, Conn, commit_link);
+		list_remove(&c->commit_link);
+		list_push_back(&s->commit_waiters, &c->commit_link); /* pending_pop's list */
+		conn_send_committed(c, done);
+		/* Under PENDING_REPLIES_MAX again, or half-closed and answered:
+		 * take its next calls, or close it. */
+		if (!c->closing && c->hold == HOLD_NONE)
+			conn_process(c);
 	}
 	check_shutdown_done(s);
 }
@@ -2486,8 +2602,7 @@ static void conn_framing_broken(Conn *c)
 	            json_pack("{s:I}", "max", (json_int_t)PROTO_MESSAGE_MAX));
 	c->close_after_flush = true;
 	conn_update_reading(c);
-	if (!c->closing && !c->writing)
-		conn_close(c);
+	conn_close_when_sent(c);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -2532,7 +2647,7 @@ static void conn_update_reading(Conn *c)
 	bool want = !c->closing && !c->eof && !c->close_after_flush && !c->over_budget;
 	if (c->hold == HOLD_SUBMIT)
 		want = false; /* backpressure */
-	else if (c->hold != HOLD_NONE)
+	else if (c->hold != HOLD_NONE || c->pending_count >= PENDING_REPLIES_MAX)
 		want = want && frame_reader_pending(&c->in) < HOLD_INPUT_MAX;
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
@@ -2563,7 +2678,8 @@ static void conn_process(Conn *c)
 	if (c->processing)
 		return;
 	c->processing = true;
-	while (!c->closing && !c->close_after_flush && c->hold == HOLD_NONE) {
+	while (!c->closing && !c->close_after_flush && c->hold == HOLD_NONE &&
+	       c->pending_count < PENDING_REPLIES_MAX) {
 		const char *msg;
 		size_t len;
 		int r = frame_reader_next(&c->in, &msg, &len);
@@ -2581,7 +2697,9 @@ static void conn_process(Conn *c)
 		return;
 	if (c->hold == HOLD_NONE) {
 		frame_reader_compact(&c->in);
-		if (c->eof) {
+		/* Calls left unread behind PENDING_REPLIES_MAX are taken once
+		 * replies go out (on_commit_async): not the end yet. */
+		if (c->eof && c->pending_count < PENDING_REPLIES_MAX) {
 			/* Half-closed (or gone) and answered: close once the replies
 			 * are out. Bytes still buffered are a message that can never
 			 * end. Reading has stopped, so nothing else would ever close
@@ -2595,9 +2713,7 @@ static void conn_process(Conn *c)
 				            json_pack("{s:s}", "reason",
 				                      "the connection ended inside a message "
 				                      "(no NUL byte after it)"));
-			c->close_after_flush = true;
-			if (!c->writing)
-				conn_close(c);
+			conn_close_when_sent(c);
 			return;
 		}
 	}
@@ -2622,6 +2738,7 @@ static void conn_close(Conn *c)
 		return;
 	c->closing = true;
 	hold_release(c);
+	conn_drop_pending(c);
 	list_remove(&c->link);
 	if (c->over_budget)
 		list_remove(&c->budget_link);
@@ -2748,6 +2865,8 @@ static void on_connection(uv_stream_t *listener, int status)
 	c->server = s;
 	list_init(&c->link);
 	list_init(&c->wait_link);
+	list_init(&c->pending);
+	list_init(&c->commit_link);
 	frame_reader_init(&c->in, PROTO_MESSAGE_MAX);
 	if (uv_pipe_init(s->loop, &c->pipe, 0) < 0) {
 		free(c);

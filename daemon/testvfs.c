@@ -31,11 +31,14 @@
 #include "testvfs.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define TESTVFS_NAME "testvfs"
 
@@ -66,6 +69,9 @@ typedef struct TestVfsFile {
  * "never fail". */
 static atomic_bool cfg_powerloss;
 static atomic_ulong cfg_fail_write_at, cfg_fail_sync_at;
+/* sync-gate: xSync waits while this file does not exist ("": no gate).
+ * Written at registration, before any connection (and thread) uses it. */
+static char cfg_sync_gate[PATH_MAX];
 
 static atomic_ulong nwrites, nsyncs;
 /* A current count over open files, not since registration: never reset. */
@@ -185,6 +191,10 @@ static int tv_sync(sqlite3_file *file, int flags)
 	unsigned long fail_at = atomic_load_explicit(&cfg_fail_sync_at, memory_order_relaxed);
 	if (fail_at && n >= fail_at)
 		return SQLITE_IOERR_FSYNC;
+	/* A test holds the commit here for as long as it likes: polled, as
+	 * nothing here may depend on the test's process. */
+	while (cfg_sync_gate[0] && access(cfg_sync_gate, F_OK) != 0)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 	int rc = flush_held(f);
 	if (rc != SQLITE_OK)
 		return rc;
@@ -408,12 +418,13 @@ int testvfs_register(const char *spec)
 		return -EINVAL;
 	bool powerloss = false;
 	unsigned long fail_write = 0, fail_sync = 0;
+	char gate[PATH_MAX] = "";
 	for (const char *tok = spec;;) {
 		const char *end = strchr(tok, ',');
 		if (!end)
 			end = tok + strlen(tok);
 		size_t len = (size_t)(end - tok);
-		static const char fw[] = "fail-write:", fs[] = "fail-sync:";
+		static const char fw[] = "fail-write:", fs[] = "fail-sync:", sg[] = "sync-gate:/";
 		if (len == strlen("powerloss") && !memcmp(tok, "powerloss", len))
 			powerloss = true;
 		else if (len > strlen(fw) && !memcmp(tok, fw, strlen(fw))) {
@@ -422,6 +433,12 @@ int testvfs_register(const char *spec)
 		} else if (len > strlen(fs) && !memcmp(tok, fs, strlen(fs))) {
 			if (parse_count(tok + strlen(fs), end, &fail_sync) < 0)
 				return -EINVAL;
+		} else if (len >= strlen(sg) && !memcmp(tok, sg, strlen(sg)) &&
+		           len - strlen(sg) + 1 < sizeof(gate)) {
+			/* An absolute path, after "sync-gate:" (the '/' is part of it). */
+			size_t at = strlen(sg) - 1;
+			memcpy(gate, tok + at, len - at);
+			gate[len - at] = '\0';
 		} else
 			return -EINVAL; /* unknown mode, or an empty one (",,") */
 		if (!*end)
@@ -446,6 +463,7 @@ int testvfs_register(const char *spec)
 	atomic_store(&cfg_powerloss, powerloss);
 	atomic_store(&cfg_fail_write_at, fail_write);
 	atomic_store(&cfg_fail_sync_at, fail_sync);
+	memcpy(cfg_sync_gate, gate, sizeof(gate));
 	atomic_store(&nwrites, 0);
 	atomic_store(&nsyncs, 0);
 

@@ -17,6 +17,9 @@
  *                 and every later one fails with SQLITE_IOERR_WRITE.
  *   fail-sync:N   The Nth xSync and every later one fails with
  *                 SQLITE_IOERR_FSYNC.
+ *   sync-gate:PATH  Every xSync first waits (polling every millisecond)
+ *                 while the file PATH (absolute, no comma) does not exist:
+ *                 a test holds the journal's commits by removing it.
  *
  * Modes combine with commas ("powerloss,fail-sync:40"). Never use it in
  * production: it keeps unsynced data in memory.

@@ -403,6 +403,8 @@ START_TEST(test_spec_parsing)
 		"fail-sync: 1",
 		"fail-write:18446744073709551616",
 		"fail-write:99999999999999999999999",
+		"sync-gate:",
+		"sync-gate:relative/path",
 	};
 	for (size_t i = 0; i < sizeof(invalid) / sizeof(*invalid); i++)
 		ck_assert_msg(testvfs_register(invalid[i]) == -EINVAL, "%s", invalid[i]);
@@ -410,6 +412,8 @@ START_TEST(test_spec_parsing)
 
 	/* A bad spec leaves the earlier registration in place. */
 	ck_assert_str_eq(sqlite3_vfs_find(NULL)->zName, "testvfs");
+	/* A gate that always exists: accepted, and syncs never wait. */
+	ck_assert_int_eq(testvfs_register("powerloss,sync-gate:/"), 1);
 }
 END_TEST
 

@@ -14,6 +14,10 @@ Shapes (each a fixed duration, jobs/s reported):
   batch  1 client, 100 jobs per round trip: SubmitBatch of 100 payloads for
          pipelined; beanstalkd has no batch put, so 100 `put` commands written
          at once (pipelined on the connection) and 100 replies read
+  pipe   1 client, 100 separate Submit calls written at once and 100 replies
+         read: for beanstalkd the same as batch (100 `put`s), for pipelined
+         one call per job (each reply waits for its job's commit; the calls
+         after it share the commits)
 
 Servers (a fresh one for every measurement, stopped after it):
   pipelined       one stage, Action = noop, Capacity = 100000 (the queue never
@@ -71,7 +75,7 @@ import time
 sys.dont_write_bytecode = True
 from run_daemon import Failed, Servers, others_cpu, wait_for_socket  # noqa: E402
 
-SHAPES = ["c1", "c50", "batch"]
+SHAPES = ["c1", "c50", "batch", "pipe"]
 SERVERS_DEFAULT = ["pipelined", "bs-f0", "bs-f50", "pipelined-none"]
 SERVERS_ALL = SERVERS_DEFAULT + ["bs-mem"]
 CLIENTS = 50
@@ -175,7 +179,10 @@ class Proto:
         self.req, self.jobs, self.sep, self.replies, self.ok = req, jobs, sep, replies, ok
 
 
-def varlink_proto(pipeline, batch):
+def varlink_proto(pipeline, batch, pipelined=False):
+    if pipelined:  # batch separate Submits in one write
+        one = varlink_proto(pipeline, 1)
+        return Proto(one.req * batch, batch, b"\0", batch, one.ok)
     if batch == 1:
         msg = {"method": "io.pipelined.Submit",
                "parameters": {"pipeline": pipeline, "payload": "@P@"}}
@@ -396,7 +403,7 @@ def measure(b, server, shape, duration, trace=False):
     trace: count the server's sync calls with strace meanwhile (a check, not
     a measurement: strace slows every traced call)."""
     nconn = CLIENTS if shape == "c50" else 1
-    batch = BATCH if shape == "batch" else 1
+    batch = BATCH if shape in ("batch", "pipe") else 1
     res = {}
     tracer = None
     if server.startswith("pipelined"):
@@ -413,7 +420,8 @@ def measure(b, server, shape, duration, trace=False):
             if trace:
                 tracer = Strace(proc.pid, os.path.join(b.tmp, "strace.out"))
             cpu0 = cpu_seconds(proc.pid)
-            jobs, wall, client = drive(connect, varlink_proto("bench", batch), nconn, duration)
+            jobs, wall, client = drive(connect, varlink_proto("bench", batch, shape == "pipe"),
+                                       nconn, duration)
             res["server_cpu"] = (cpu_seconds(proc.pid) - cpu0) / wall
             if tracer:
                 res["syncs"] = tracer.stop()

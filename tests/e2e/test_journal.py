@@ -10,6 +10,7 @@ No test waits for a fixed time: they wait for states (wait_until)."""
 import os
 import shutil
 import signal
+import socket
 import tempfile
 
 from harness import IFACE, E2ETestCase, stage, wait_until
@@ -228,6 +229,95 @@ class Idempotency(E2ETestCase):
         self.assertIn("--key", r.stderr)
         r = self.ctl(d, "submit", "p", "{}", "--key", "x" * 257)
         self.assertEqual(r.returncode, 2, r)
+
+
+PENDING_REPLIES_MAX = 1024  # daemon/server.c: replies one connection may have waiting
+
+
+class PipelinedSubmits(E2ETestCase):
+    """Submits pipelined on one connection: each reply waits for its job's
+    commit, but the calls after it are taken meanwhile, so their jobs share
+    commits; replies keep the order of the calls. The journal's commits are
+    held by the test: PIPELINED_TEST_VFS=sync-gate:PATH makes every sync
+    wait while PATH does not exist (daemon/testvfs.h)."""
+
+    def setUp(self):
+        tmp = tempfile.mkdtemp(prefix="pipelined-gate-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.gate = os.path.join(tmp, "gate")
+        self.open_gate()
+        os.environ["PIPELINED_TEST_VFS"] = "sync-gate:" + self.gate
+        try:
+            # Paused: jobs wait at the stage, so nothing but the submits
+            # is journaled.
+            self.d = self.start_daemon({"p": [stage("a", "noop", capacity=4096)]})
+        finally:
+            del os.environ["PIPELINED_TEST_VFS"]
+        self.addCleanup(self.open_gate)  # before the daemon is stopped
+        self.watch = self.connect(self.d)
+        self.pause(self.watch, "p", "a")
+
+    def open_gate(self):
+        with open(self.gate, "w"):
+            pass
+
+    def close_gate(self):
+        os.unlink(self.gate)
+
+    def journal(self):
+        return self.ok(self.watch, IFACE + ".Stats")["journal"]
+
+    def test_calls_after_a_waiting_reply_are_taken_and_answered_in_order(self):
+        c = self.connect(self.d)
+        self.close_gate()
+        for n in range(10):
+            c.send_call(IFACE + ".Submit", {"pipeline": "p", "payload": {"n": n}})
+        c.send_call("org.varlink.service.GetInfo")
+        # All ten accepted while the first one's commit cannot finish (one
+        # at a time, only the first would be).
+        self.wait_stats(self.watch, "p", lambda s: s["accepted"] == 10, "ten jobs accepted")
+        commits = self.journal()["commits"]
+        # Nothing is on disk, so no reply may have been sent: not even
+        # GetInfo's, which comes after them.
+        self.assertFalse(c.has_message(), "a reply before its job was committed")
+        self.open_gate()
+        ids = [self.assertReply(c.recv())["id"] for _ in range(10)]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + 10)))
+        self.assertEqual(self.assertReply(c.recv())["product"], "pipelined")
+        # The one that was waiting, then the nine behind it together.
+        self.assertLessEqual(self.journal()["commits"] - commits, 2)
+
+    def test_a_connection_with_too_many_waiting_replies_is_read_no_further(self):
+        """Past PENDING_REPLIES_MAX waiting replies the daemon takes no more of
+        the connection's calls until replies go out; then it goes on, and
+        every call is answered, in order."""
+        n = PENDING_REPLIES_MAX + 100
+        c = self.connect(self.d)
+        self.close_gate()
+        c.send_raw(b"".join(c.encode_call(IFACE + ".Submit", {"pipeline": "p", "payload": {}})
+                            for _ in range(n)))
+        self.wait_stats(self.watch, "p", lambda s: s["accepted"] >= PENDING_REPLIES_MAX,
+                        "the first %d jobs accepted" % PENDING_REPLIES_MAX)
+        # Not one more while none of them can be answered.
+        self.assertEqual(self.stats(self.watch, "p")["accepted"], PENDING_REPLIES_MAX)
+        self.open_gate()
+        ids = [self.assertReply(c.recv())["id"] for _ in range(n)]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + n)))
+        self.assertEqual(self.stats(self.watch, "p")["accepted"], n)
+
+    def test_a_peer_that_half_closes_gets_every_waiting_reply(self):
+        """Submits, then shutdown(SHUT_WR) while their commit waits: the daemon
+        answers them all once committed, then closes."""
+        c = self.connect(self.d)
+        self.close_gate()
+        for _ in range(3):
+            c.send_call(IFACE + ".Submit", {"pipeline": "p", "payload": {}})
+        c.sock.shutdown(socket.SHUT_WR)
+        self.wait_stats(self.watch, "p", lambda s: s["accepted"] == 3, "three jobs accepted")
+        self.open_gate()
+        messages = c.wait_eof()
+        self.assertEqual(len(messages), 3, messages)
+        self.assertTrue(all("id" in self.assertReply(m) for m in messages), messages)
 
 
 class Retention(E2ETestCase):
