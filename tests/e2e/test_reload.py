@@ -43,6 +43,7 @@ class ConfigFifo:
     def wait_load(self):
         """Waits until a load has the FIFO open for reading and keeps the
         write end: the load then waits in read() until feed."""
+        assert self.fd is None, "a load already waits for feed"
         def try_open():
             try:
                 return (os.open(self.daemon.conf, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC),)
@@ -161,7 +162,7 @@ class ReloadOffTheLoop(E2ETestCase):
         a.send_call(IFACE + ".Reload")
         self.fifo.wait_load()
         c = self.connect(self.daemon)
-        self.ok(c, IFACE + ".Shutdown")
+        self.assertReply(self.answered_by_the_loop(c, c.encode_call(IFACE + ".Shutdown")))
         self.assertError(a.recv(), IFACE + ".ShuttingDown")
         # The load still waits for the test: the daemon cannot have exited.
         self.assertIsNone(self.daemon.proc.poll(), "exited with a load still running")
