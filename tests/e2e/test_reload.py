@@ -11,12 +11,14 @@ open: ENXIO otherwise)."""
 
 import errno
 import os
+import pwd
 import signal
 import socket
 
 from harness import HANG_GUARD, IFACE, E2ETestCase, make_config, stage, wait_until
 
 PIPELINES = {"p": [stage("a", "noop")]}
+UPPERCASE = os.environ.get("PIPELINED_PLUGIN_UPPERCASE")
 
 # How long a Stats may take while a load is blocked. Only a hang guard, for
 # the broken case (a load on the loop thread: nothing is answered until the
@@ -53,10 +55,10 @@ class ConfigFifo:
                 return None
         self.fd = wait_until(try_open, "a configuration load opens the file")[0]
 
-    def feed(self, pipelines):
-        """Hands the waiting load a configuration with pipelines, and the end
-        of the file."""
-        data = make_config(pipelines, self.daemon.state_dir).encode()
+    def feed(self, pipelines, **daemon):
+        """Hands the waiting load a configuration with pipelines (and the
+        [daemon] keys daemon), and the end of the file."""
+        data = make_config(pipelines, self.daemon.state_dir, **daemon).encode()
         while data:
             data = data[os.write(self.fd, data):]
         os.close(self.fd)
@@ -197,3 +199,25 @@ class ReloadOffTheLoop(E2ETestCase):
                 self.fifo.feed(dict(PIPELINES, **{how: [stage("x", "noop")]}))
                 wait_until(lambda: how in names(self.ok(b, IFACE + ".Stats")),
                            "the load is applied")
+
+    def test_plugin_and_names_are_loaded_off_the_loop(self):
+        """What config_load does besides reading (a plugin's test load with
+        dlopen, a user name looked up through NSS) runs on the pool thread
+        too (under the sanitizers, with the loop serving meanwhile), and the
+        result works: the plugin's pipeline runs jobs."""
+        if not UPPERCASE:
+            self.skipTest("plugin paths not given (run through meson test)")
+        a = self.connect(self.daemon)
+        a.send_call(IFACE + ".Reload")
+        self.fifo.wait_load()
+        b = self.connect(self.daemon)
+        self.assertReply(self.answered_by_the_loop(b, b.encode_call(IFACE + ".Stats")))
+        # The test's own user, by name: the daemon's uid may call everything
+        # whatever the lists say, so this test's calls stay allowed.
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        self.fifo.feed(dict(PIPELINES, up=[stage("u", Plugin=UPPERCASE, PluginArg="t")]),
+                       AllowUsers=me)
+        self.assertEqual(self.assertReply(a.recv())["added"], ["up"])
+        self.assertIn("access: every method for", self.daemon.stderr())
+        job = self.wait_job(b, self.submit(b, "up", {"t": "abc"}))
+        self.assertEqual(job["payload"], {"t": "ABC"})
