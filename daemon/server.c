@@ -284,7 +284,8 @@ struct Server {
 	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
 	uint64_t config_gen;    /* 1, plus one per reload that took effect */
 	/* Reload (reload_request): one configuration load at a time,
-	 * reload_load (owned; NULL when none runs). A request made while one
+	 * reload_load (the load's request, freed by reload_done; NULL when
+	 * none runs: uv_run returns only after that). A request made while one
 	 * runs needs the file as it is after the request, which that load may
 	 * have read before: it sets reload_again (its caller waits in
 	 * reload_next), and when the load completes one more starts for every
