@@ -2239,9 +2239,9 @@ static void reload_start(Server *s);
 /* Ends the reload that ran (or could not start): READY=1, then every caller
  * held for it gets error (a PROTO_ERR_* constant) or, if error is NULL, the
  * changes; params is stolen (may be NULL). Requests made meanwhile get the
- * next load, started before the answers go out: a caller's next call, which
- * they let through, may be another Reload, and it must wait for a load
- * that starts after it. */
+ * next load, started before the answers go out: the call a caller sent
+ * after its Reload, which its answer lets through, may be another Reload,
+ * and that must wait for a load that starts after it. */
 static void reload_finish(Server *s, const char *error, json_t *params)
 {
 	notify_reload_done(s);
