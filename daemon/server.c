@@ -149,6 +149,7 @@ typedef enum Hold {
 	HOLD_DRAIN,
 	HOLD_CLOSE,
 	HOLD_WATCH, /* a stream: holds until the peer hangs up */
+	HOLD_RELOAD, /* a Reload waiting for its configuration load (reload_*) */
 } Hold;
 
 /* A reply that may not be sent yet: it reports what the journal has not
@@ -159,6 +160,23 @@ typedef struct PendingReply {
 	size_t len;
 	char msg[]; /* the encoded message, its NUL included */
 } PendingReply;
+
+/* One configuration load on the loop's thread pool: config_load may block
+ * (NSS lookups of user and group names, plugins test-loaded with dlopen, a
+ * file on a slow disk), and the loop must not. Made by reload_start on the
+ * loop thread; reload_run, on a pool thread, writes config, cerr and r and
+ * touches nothing else; reload_done, back on the loop, reads them and frees
+ * the ReloadLoad. uv_queue_work orders the three. */
+typedef struct ReloadLoad {
+	uv_work_t work; /* work.data: the Server */
+	/* Borrowed: Server.config_path, which is never changed and is freed
+	 * only by server_free, after uv_run has returned, which it does only
+	 * once reload_done has run. */
+	const char *path;
+	Config *config;   /* the new configuration if r >= 0 (owned until reload_done) */
+	ConfigError cerr; /* why not, if r < 0 */
+	int r;
+} ReloadLoad;
 
 /* A pipeline as the loop sees it. A pipeline replaced or removed by a
  * reload is "retired": it finishes its jobs, then is freed once no tracked
@@ -284,6 +302,17 @@ struct Server {
 	bool peergroups_warned; /* SO_PEERGROUPS failed once: said so */
 	uint32_t self_uid;      /* the daemon's own uid: may always call everything */
 	uint64_t config_gen;    /* 1, plus one per reload that took effect */
+	/* Reload (reload_request): one configuration load at a time,
+	 * reload_load (the load's request, freed by reload_done; NULL when
+	 * none runs: uv_run returns only after that). A request made while one
+	 * runs needs the file as it is after the request, which that load may
+	 * have read before: it sets reload_again (its caller waits in
+	 * reload_next), and when the load completes one more starts for every
+	 * such request. reload_waiters: the Conns held in Reload for the load
+	 * that runs. Loop thread only. */
+	ReloadLoad *reload_load;
+	bool reload_again;
+	Link reload_waiters, reload_next;
 	/* systemd (notify.h; only with NOTIFY_SOCKET, see notify_handles_init):
 	 * STATUS= refreshed while jobs are in flight, and the watchdog. */
 	uv_prepare_t status_prepare; /* starts status_timer when jobs are in flight */
@@ -2275,13 +2304,11 @@ static void log_access_policy(const Config *c, uint32_t self_uid)
 	         c->read_only_groups.n == 1 ? "" : "s");
 }
 
-/* Reloads; on success returns 0 and the changes in *ret (new reference). */
-static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
+/* Applies next (stolen), a configuration just loaded. Returns 0 and the
+ * changes in *ret (new reference), or -ECANCELED if a new pipeline could not
+ * start (err says why; nothing changed). */
+static int reload_apply(Server *s, Config *next, json_t **ret, char *err, size_t errlen)
 {
-	Config *next;
-	int r = config_load(s->config_path, &next, cerr);
-	if (r < 0)
-		return r;
 	if (strcmp(next->socket_path, s->config->socket_path) != 0 ||
 	    strcmp(next->state_dir, s->config->state_dir) != 0)
 		log_warning("reload: Socket= and StateDirectory= changes take effect at restart");
@@ -2289,7 +2316,7 @@ static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char 
 		log_warning("reload: a Durability= change takes effect at restart");
 	json_t *added = json_array(), *removed = json_array(), *replaced = json_array(),
 	       *rescaled = json_array();
-	r = apply_config(s, next, added, removed, replaced, rescaled, err, errlen);
+	int r = apply_config(s, next, added, removed, replaced, rescaled, err, errlen);
 	if (r < 0) {
 		config_free(next);
 		json_decref(added);
@@ -2323,36 +2350,141 @@ static int server_reload_apply(Server *s, json_t **ret, ConfigError *cerr, char 
 	return 0;
 }
 
-/* server_reload_apply, told to systemd: RELOADING=1 before, READY=1 after,
- * whether the reload was applied or refused. */
-static int server_reload(Server *s, json_t **ret, ConfigError *cerr, char *err, size_t errlen)
+static void reload_start(Server *s);
+
+/* Ends the reload that ran (or could not start): READY=1, then every caller
+ * held for it gets error (a PROTO_ERR_* constant) or, if error is NULL, the
+ * changes; params is stolen (may be NULL). Requests made meanwhile get the
+ * next load, started before the answers go out: the call a caller sent
+ * after its Reload, which its answer lets through, may be another Reload,
+ * and that must wait for a load that starts after it. */
+static void reload_finish(Server *s, const char *error, json_t *params)
 {
-	notify_reload_begun(s);
-	int r = server_reload_apply(s, ret, cerr, err, errlen);
 	notify_reload_done(s);
-	return r;
+	Link done;
+	list_init(&done);
+	while (!list_empty(&s->reload_waiters)) {
+		Link *l = s->reload_waiters.next;
+		list_remove(l);
+		list_push_back(&done, l);
+	}
+	if (s->reload_again) {
+		s->reload_again = false;
+		while (!list_empty(&s->reload_next)) {
+			Link *l = s->reload_next.next;
+			list_remove(l);
+			list_push_back(&s->reload_waiters, l);
+		}
+		reload_start(s);
+	}
+	/* hold_done runs a caller's next calls: one may close or shut down,
+	 * which releases (and unlinks from done) the Conns it touches. */
+	while (!list_empty(&done)) {
+		Conn *c = container_of(done.next, Conn, wait_link);
+		list_remove(&c->wait_link);
+		if (error)
+			reply_error(c, &c->call, error, json_incref(params));
+		else
+			reply(c, &c->call, json_incref(params), false);
+		hold_done(c);
+	}
+	json_decref(params);
 }
 
-int server_reload_and_log(Server *s)
+/* On a thread of the loop's pool: blocks as long as NSS, dlopen or the disk
+ * take. Touches nothing but the ReloadLoad. */
+static void reload_run(uv_work_t *w)
 {
-	ConfigError cerr = { 0 };
-	char err[256] = "", line[600];
-	json_t *changes;
-	int r = server_reload(s, &changes, &cerr, err, sizeof(err));
-	if (r == -ECANCELED) {
+	ReloadLoad *rl = container_of(w, ReloadLoad, work);
+	rl->r = config_load(rl->path, &rl->config, &rl->cerr);
+}
+
+/* The load has completed: apply it or refuse it, log which, tell the
+ * callers. During a shutdown it is discarded: its callers have had
+ * ShuttingDown (server_shutdown), and applied now it could start pipelines
+ * that nothing would close. */
+static void reload_done(uv_work_t *w, int status)
+{
+	Server *s = w->data;
+	ReloadLoad *rl = container_of(w, ReloadLoad, work);
+	s->reload_load = NULL;
+	Config *next = rl->config;
+	int r = rl->r;
+	if (s->shutting_down || s->stopped) {
+		config_free(next);
+		free(rl);
+		log_info("reload discarded: the daemon is shutting down");
+		return;
+	}
+	/* err: the line for the log ("FILE:LINE: KEY: REASON" at most) */
+	char err[1024] = "";
+	const char *error = NULL;
+	json_t *params = NULL; /* the changes, or the error's parameters */
+	if (status < 0) {
+		/* UV_ECANCELED: the load never ran (nothing calls uv_cancel). */
+		config_free(next);
+		snprintf(err, sizeof(err), "the configuration load did not run: %s",
+		         uv_strerror(status));
+		error = PROTO_ERR_INTERNAL;
+		params = json_pack("{s:s}", "reason", err);
+	} else if (r < 0) {
+		config_error_format(&rl->cerr, err, sizeof(err));
+		error = PROTO_ERR_CONFIG_INVALID;
+		params = json_pack("{s:s,s:i,s:s}", "file", rl->cerr.file, "line",
+		                   (int)rl->cerr.line, "reason", rl->cerr.reason);
+	} else if (reload_apply(s, next, &params, err, sizeof(err)) < 0) {
+		error = PROTO_ERR_INTERNAL;
+		params = json_pack("{s:s}", "reason", err);
+	}
+	free(rl);
+	if (error) {
 		log_error("reload refused: %s; nothing changed", err);
-		return r;
+	} else {
+		char *text = json_dumps(params, JSON_COMPACT);
+		log_info("configuration reloaded from %s: %s", s->config_path, text ? text : "");
+		free(text);
+	}
+	reload_finish(s, error, params);
+}
+
+/* Starts a configuration load on the loop's thread pool (RELOADING=1).
+ * The callers waiting in reload_waiters are answered when it completes, or
+ * at once if it cannot start. */
+static void reload_start(Server *s)
+{
+	notify_reload_begun(s);
+	ReloadLoad *rl = calloc(1, sizeof(*rl));
+	int r = rl ? 0 : -ENOMEM;
+	if (rl) {
+		rl->work.data = s;
+		rl->path = s->config_path;
+		r = uv_queue_work(s->loop, &rl->work, reload_run, reload_done);
 	}
 	if (r < 0) {
-		config_error_format(&cerr, line, sizeof(line));
-		log_error("reload refused: %s; nothing changed", line);
-		return r;
+		free(rl);
+		char err[256];
+		snprintf(err, sizeof(err), "cannot start the configuration load: %s", strerror(-r));
+		log_error("reload refused: %s; nothing changed", err);
+		reload_finish(s, PROTO_ERR_INTERNAL, json_pack("{s:s}", "reason", err));
+		return;
 	}
-	char *text = json_dumps(changes, JSON_COMPACT);
-	log_info("configuration reloaded from %s: %s", s->config_path, text ? text : "");
-	free(text);
-	json_decref(changes);
-	return 0;
+	s->reload_load = rl;
+}
+
+/* Asks for a reload that reads the file as it is now: by c (held with call,
+ * moved, until the answer), or by SIGHUP (c NULL: the result is only
+ * logged). One load runs at a time: a request made while one runs waits
+ * for the next. */
+static void reload_request(Server *s, Conn *c, ProtoCall *call)
+{
+	bool running = s->reload_load != NULL;
+	if (c)
+		hold_take_call(c, HOLD_RELOAD, call,
+		               running ? &s->reload_next : &s->reload_waiters);
+	if (running)
+		s->reload_again = true;
+	else
+		reload_start(s);
 }
 
 static void method_reload(Conn *c, ProtoCall *call)
@@ -2364,22 +2496,7 @@ static void method_reload(Conn *c, ProtoCall *call)
 		reply_error(c, call, PROTO_ERR_SHUTTING_DOWN, NULL);
 		return;
 	}
-	ConfigError cerr = { 0 };
-	char err[256] = "";
-	json_t *changes;
-	int r = server_reload(c->server, &changes, &cerr, err, sizeof(err));
-	if (r == -ECANCELED) {
-		reply_error(c, call, PROTO_ERR_INTERNAL, json_pack("{s:s}", "reason", err));
-		return;
-	}
-	if (r < 0) {
-		reply_error(c, call, PROTO_ERR_CONFIG_INVALID,
-		            json_pack("{s:s,s:i,s:s}", "file", cerr.file, "line", (int)cerr.line,
-		                      "reason", cerr.reason));
-		return;
-	}
-	log_info("configuration reloaded on request");
-	reply(c, call, changes, false);
+	reload_request(c->server, c, call);
 }
 
 static void method_shutdown(Conn *c, ProtoCall *call)
@@ -3197,8 +3314,15 @@ static void on_signal(uv_signal_t *h, int signum)
 {
 	Server *s = h->data;
 	if (signum == SIGHUP) {
-		log_info("SIGHUP: reloading %s", s->config_path);
-		server_reload_and_log(s);
+		/* As the Reload method, which a shutdown refuses too: applied
+		 * now, it could start pipelines that nothing would close. */
+		if (s->shutting_down) {
+			log_info("SIGHUP: not reloading: the daemon is shutting down");
+			return;
+		}
+		log_info("SIGHUP: reloading %s%s", s->config_path,
+		         s->reload_load ? " once the reload that reads it now is done" : "");
+		reload_request(s, NULL, NULL);
 		return;
 	}
 	if (s->shutting_down) {
@@ -3324,6 +3448,17 @@ void server_shutdown(Server *s, bool now, uint64_t timeout_ms)
 	s->shutting_down = true;
 	notify_shutdown_begun(s);
 	prompt_update(s); /* every job's end now matters at once */
+	/* Reload callers get ShuttingDown now; the load that runs is
+	 * discarded when it completes (reload_done), and no other starts. */
+	s->reload_again = false;
+	Link *reload_lists[] = { &s->reload_waiters, &s->reload_next };
+	for (size_t i = 0; i < ELEMENTSOF(reload_lists); i++)
+		while (!list_empty(reload_lists[i])) {
+			Conn *c = container_of(reload_lists[i]->next, Conn, wait_link);
+			list_remove(&c->wait_link);
+			reply_error(c, &c->call, PROTO_ERR_SHUTTING_DOWN, NULL);
+			hold_done(c);
+		}
 	/* Held submitters get ShuttingDown; jobs accepted before stay. */
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next) {
 		Line *line = container_of(l, Line, link);
@@ -3398,6 +3533,8 @@ int server_new(uv_loop_t *loop, Config *config, const char *config_path, Server 
 	list_init(&s->watchers);
 	list_init(&s->commit_waiters);
 	list_init(&s->budget_waiters);
+	list_init(&s->reload_waiters);
+	list_init(&s->reload_next);
 	on_loop_thread = true;
 	s->config_path = strdup(config_path);
 	int r = s->config_path ? 0 : -ENOMEM;

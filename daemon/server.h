@@ -5,7 +5,7 @@
  * non-blocking try-put, learns of ended jobs through the Mailbox, of room in
  * a full first queue and of a finished close through per-pipeline async
  * handles, and answers calls that must wait (WaitJob, Drain, Close, a held
- * Submit) when the event they wait for arrives.
+ * Submit, Reload) when the event they wait for arrives.
  *
  * Connections: calls on one connection are answered in order, one at a
  * time. A call that has to wait "holds" its connection: later calls stay
@@ -17,7 +17,10 @@
  * Line record), the job table, the Config. Borrows: the loop.
  *
  * Threads: every function here on the loop thread only. Worker threads
- * reach it only through the pipeline hooks, which post or uv_async_send. */
+ * reach it only through the pipeline hooks, which post or uv_async_send.
+ * What may block runs on libuv's thread pool (uv_queue_work) and touches
+ * only its own request: a reload's config_load, scratch directory
+ * removals. */
 #pragma once
 
 #include <stdbool.h>
@@ -46,10 +49,6 @@ int server_listen(Server *s, int fd);
  * the server opened is closed, so uv_run returns. A second call with now =
  * true escalates a drain. */
 void server_shutdown(Server *s, bool now, uint64_t timeout_ms);
-
-/* Re-reads the configuration (as the Reload method; also on SIGHUP) and
- * logs what changed. Returns 0 or -errno. */
-int server_reload_and_log(Server *s);
 
 /* Tells systemd the daemon is ready (READY=1 and STATUS=, see notify.h)
  * and starts the watchdog pings if WatchdogSec= asks for them. Once the

@@ -29,6 +29,7 @@ import unittest
 from harness import (HANG_GUARD, IFACE, PIPELINED, PIPELINECTL, ROOT, Daemon, E2ETestCase,
                      have_pipelinectl, stage, wait_until)
 from test_daemon import own_threads, switches, thread_state, waiting
+from test_reload import ConfigFifo
 
 BLOCKING = os.environ.get("PIPELINED_PLUGIN_BLOCKING")
 PACKAGING = os.path.join(ROOT, "packaging")
@@ -236,6 +237,51 @@ class Notify(SystemdCase):
         reload_and_check(lambda: self.assertEqual(
             c.call(IFACE + ".Reload").get("error"), "io.pipelined.ConfigInvalid"), "a refused reload")
         self.assertEqual(n.count("STOPPING"), 0)
+
+    def test_reload_off_the_loop_notifies_each_load(self):
+        """Loads on the pool thread: RELOADING=1 as each starts, READY=1 once it
+        is applied, also for the load that follows a coalesced request; a
+        shutdown during a load: STOPPING=1, and no READY=1 ever after it."""
+        n = self.notify_socket()
+        d = self.start_sd({"p": [stage("a", "noop")]}, env={"NOTIFY_SOCKET": n.path})
+        n.wait_for(lambda m: "READY" in m, "READY=1")
+        fifo = ConfigFifo(self, d)
+        a, b = self.connect(d), self.connect(d)
+        start = len(n.all())
+        a.send_call(IFACE + ".Reload")
+        fifo.wait_load()
+        # Sent before the load was queued, so before it opened the file.
+        i, _ = n.wait_for(lambda m: "RELOADING" in m, "RELOADING=1 of the first load", start)
+        # B's Reload comes in the same read as its GetInfo: registered by the
+        # time that is answered (see test_reload).
+        b.send_raw(b.encode_call("org.varlink.service.GetInfo") + b.encode_call(IFACE + ".Reload"))
+        self.assertReply(b.recv())
+        self.assertFalse(any("READY" in m for m in n.all()[i:]), "READY=1 before the load ended")
+        fifo.feed({"p": [stage("a", "noop")], "x": [stage("a", "noop")]})
+        self.assertEqual(self.assertReply(a.recv())["added"], ["x"])
+        # Both sent before A's reply: READY=1 of the first, RELOADING=1 of the second.
+        j, _ = n.wait_for(lambda m: "READY" in m, "READY=1 of the first load", i + 1)
+        k, _ = n.wait_for(lambda m: "RELOADING" in m, "RELOADING=1 of the second load", j + 1)
+        fifo.wait_load()
+        fifo.feed({"p": [stage("a", "noop")]})
+        self.assertEqual(self.assertReply(b.recv())["removed"], ["x"])
+        n.wait_for(lambda m: "READY" in m, "READY=1 of the second load", k + 1)
+        # A third load, and a shutdown while it reads the file.
+        a.send_call(IFACE + ".Reload")
+        fifo.wait_load()
+        self.ok(b, IFACE + ".Shutdown")
+        self.assertEqual(a.recv().get("error"), IFACE + ".ShuttingDown")
+        s, _ = n.wait_for(lambda m: "STOPPING" in m, "STOPPING=1")
+        fifo.feed({"p": [stage("a", "noop")]})
+        self.assertEqual(d.wait_exit(), 0)
+        # The daemon's datagrams were queued before it exited; one of ours
+        # after them says when every one of them has been read.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as t:
+            t.sendto(b"TEST_SENTINEL=1", n.path)
+        n.wait_for(lambda m: "TEST_SENTINEL" in m, "the sentinel")
+        self.assertFalse(any("READY" in m for m in n.all()[s:]), n.all()[s:])
+        self.assertEqual(n.count("RELOADING"), 3, n.all())
+        d.stop()
 
     def test_an_idle_daemon_under_systemd_makes_no_wake_ups(self):
         """With NOTIFY_SOCKET (and no watchdog), once the last STATUS= says nothing
