@@ -280,12 +280,15 @@ struct Server {
 	uint64_t paced_logged_at; /* uv_hrtime of the last warning; 0: none yet */
 	JobTable jobs;
 	uint64_t next_id;
-	/* Durability=full: the journal (else NULL), and the replies waiting for
-	 * its commits. A journal that failed stops the daemon (journal_down). */
+	/* Durability=full: the journal (else NULL), and the connections whose
+	 * replies wait for its commits (Conn.commit_link; while on_commit_async
+	 * sends, some are on a list of its own: pending_conns counts them all).
+	 * A journal that failed stops the daemon (journal_down). */
 	Journal *journal;
 	uv_async_t commit_async; /* the writer committed (or failed) → loop */
 	bool commit_async_open, journal_down;
 	Link commit_waiters;
+	size_t pending_conns;
 	/* Set while the loop ends jobs that must stay unfinished in the journal
 	 * (a shutdown stopping retries: they resume after a restart). */
 	bool keep_journal_rows;
@@ -474,8 +477,10 @@ static void conn_send_after(Conn *c, uint64_t seq, const char *msg, size_t len)
 	p->seq = seq;
 	p->len = len;
 	memcpy(p->msg, msg, len);
-	if (list_empty(&c->pending))
+	if (list_empty(&c->pending)) {
 		list_push_back(&c->server->commit_waiters, &c->commit_link);
+		c->server->pending_conns++;
+	}
 	list_push_back(&c->pending, &p->link);
 	c->pending_count++;
 	c->pending_bytes += len;
@@ -522,8 +527,10 @@ static PendingReply *pending_pop(Conn *c)
 	list_remove(&p->link);
 	c->pending_count--;
 	c->pending_bytes -= p->len;
-	if (list_empty(&c->pending))
+	if (list_empty(&c->pending)) {
 		list_remove(&c->commit_link);
+		c->server->pending_conns--;
+	}
 	return p;
 }
 
@@ -925,8 +932,9 @@ static void reply_when_committed(Conn *c, const char *error, json_t *params, uin
 	hold_done(c);
 }
 
-/* The journal failed: nothing more can be acknowledged. Every waiting reply
- * becomes JournalFailed, and the daemon exits with status 1 at once, without
+/* The journal failed: nothing more can be acknowledged. Replies waiting for
+ * a commit that did not happen become JournalFailed (see below), and the
+ * daemon exits with status 1 at once, without
  * waiting for running jobs (what they do next could not be recorded). What
  * the journal committed before resumes at the next start. */
 static void journal_down(Server *s, const char *why)
@@ -937,24 +945,35 @@ static void journal_down(Server *s, const char *why)
 	log_error("%s", why);
 	log_error("the journal can no longer be trusted: refusing new jobs and exiting; "
 	          "jobs it recorded resume at the next start");
-	/* What was committed is told as it was; every reply that waited for
-	 * more becomes JournalFailed (a reply names no call: one message fits
-	 * all). */
+	/* What was committed is told as it was. From the first reply that
+	 * waited for more, every reply on that connection becomes JournalFailed
+	 * (one after it could show the job that is not on disk; and a reply
+	 * names no call, so one message fits all). Without that message, the
+	 * rest is dropped: a reply missing in the middle would shift every
+	 * later one onto the wrong call. */
 	uint64_t done = journal_committed(s->journal);
+	json_t *params = json_pack("{s:s}", "reason", why);
 	char *failed = NULL;
 	size_t failed_len = 0;
-	if (proto_build_error(PROTO_ERR_JOURNAL_FAILED, json_pack("{s:s}", "reason", why), &failed,
-	                      &failed_len) < 0)
+	if (!params ||
+	    proto_build_error(PROTO_ERR_JOURNAL_FAILED, params, &failed, &failed_len) < 0)
 		failed = NULL;
+	json_decref(params); /* proto_build_error borrows it */
 	while (!list_empty(&s->commit_waiters)) {
 		Conn *c = container_of(s->commit_waiters.next, Conn, commit_link);
+		bool failing = false;
 		while (!list_empty(&c->pending)) {
 			PendingReply *p = pending_pop(c);
-			if (p->seq <= done)
+			failing = failing || p->seq > done;
+			if (!failing)
 				conn_append(c, p->msg, p->len);
 			else if (failed)
 				conn_append(c, failed, failed_len);
 			free(p);
+			if (failing && !failed) {
+				conn_drop_pending(c);
+				conn_close(c);
+			}
 		}
 	}
 	free(failed);
@@ -2750,10 +2769,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		 * sent, then close. */
 		c->eof = true;
 		conn_update_reading(c);
-		if (c->hold == HOLD_WATCH)
-			conn_close(c);
-		else
+		if (c->hold == HOLD_WATCH) {
+			/* The stream ends; replies still waiting for the
+			 * journal (a Submit sent before it) go out first. */
+			hold_release(c);
+			conn_close_when_sent(c);
+		} else {
 			conn_process(c);
+		}
 	} else if (nread < 0) {
 		conn_close(c);
 	}
@@ -2787,7 +2810,8 @@ static bool conn_pending_is_blank(const Conn *c)
 	return true;
 }
 
-/* Answers the buffered calls, in order, until one holds. A hold that ends
+/* Answers the buffered calls, in order, until one holds (or until
+ * PENDING_REPLIES_MAX replies wait for the journal). A hold that ends
  * while its own call is being handled (a Submit accepted at once) returns
  * here instead of recursing, so a peer pipelining many calls costs no stack. */
 static void conn_process(Conn *c)
@@ -2812,6 +2836,13 @@ static void conn_process(Conn *c)
 	c->processing = false;
 	if (c->closing)
 		return;
+	if (c->hold == HOLD_WATCH && c->eof) {
+		/* A Watch taken after the peer's end of input (it waited
+		 * behind another call): no EOF will come again to end it. */
+		hold_release(c);
+		conn_close_when_sent(c);
+		return;
+	}
 	if (c->hold == HOLD_NONE) {
 		frame_reader_compact(&c->in);
 		/* Calls left unread behind PENDING_REPLIES_MAX are taken once
@@ -2938,6 +2969,10 @@ static bool accept_paced_ok(Server *s)
 	uint64_t now = uv_hrtime();
 	uint64_t tat = s->accept_tat > now ? s->accept_tat : now;
 	uint64_t slack = interval * ACCEPT_BURST;
+	/* Further ahead than one interval past the burst only if a reload
+	 * raised the rate: the old debt must not hold the new rate back. */
+	if (tat > now + slack + interval)
+		s->accept_tat = tat = now + slack + interval;
 	if (tat <= now + slack) {
 		s->accept_tat = tat + interval;
 		return true;
@@ -3003,9 +3038,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		            "(MaxConnections=%u)",
 		            c->number, s->n_conns - 1, s->config->max_connections);
 		reply_limit(c, NULL, "connections", s->config->max_connections);
-		c->close_after_flush = true;
-		if (!c->writing)
-			conn_close(c);
+		conn_close_when_sent(c);
 		return;
 	}
 	conn_update_reading(c);
@@ -3410,7 +3443,7 @@ static void check_shutdown_done(Server *s)
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
 		if (!container_of(l, Line, link)->closed)
 			return;
-	if (!list_empty(&s->commit_waiters))
+	if (s->pending_conns > 0)
 		return; /* replies that wait for the journal (on_commit_async) */
 	log_info("every pipeline has closed; exiting");
 	server_stop(s);

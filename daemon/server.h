@@ -7,11 +7,14 @@
  * handles, and answers calls that must wait (WaitJob, Drain, Close, a held
  * Submit, Reload) when the event they wait for arrives.
  *
- * Connections: calls on one connection are answered in order, one at a
- * time. A call that has to wait "holds" its connection: later calls stay
- * buffered. A Submit held because the first queue is full stops reading the
- * connection altogether (backpressure reaches the client); other holds keep
- * reading a little, to notice a peer that hangs up.
+ * Connections: calls on one connection are answered in order. A call that
+ * has to wait "holds" its connection: later calls stay buffered. A Submit
+ * held because the first queue is full stops reading the connection
+ * altogether (backpressure reaches the client); other holds keep reading a
+ * little, to notice a peer that hangs up. A reply that waits only for the
+ * journal's commit is no hold: later calls are taken, and their replies
+ * wait behind it (at most PENDING_REPLIES_MAX), so pipelined submits share
+ * commits.
  *
  * Owns: the listening socket, every connection, every pipeline (through its
  * Line record), the job table, the Config. Borrows: the loop.

@@ -57,7 +57,7 @@ struct Stage {
 	void *userdata;
 	/* stage_stop_retries: why. Written once, before the queue refuses
 	 * delayed puts; read by a worker only once its put was refused (the
-	 * queue's lock orders the two). Not under lock below. */
+	 * queue's lock orders the two, not the stage's). */
 	const char *retries_stopped_why;
 
 	pthread_mutex_t lock;         /* protects everything below */

@@ -643,6 +643,27 @@ class PacedAccepts(HostileTestCase):
         self.assert_good()
 
 
+class PacedThenRaised(HostileTestCase):
+    """A reload that raises MaxConnectionRate= takes effect at once: the
+    debt run up at the old rate does not hold the new one back."""
+
+    daemon_keys = {"MaxConnectionRate": 1}
+
+    def test_a_raised_rate_applies_to_connections_already_waiting(self):
+        """At 1 a second, 129 connections get in at once and 10 more wait (about
+        129 s of debt); after a reload to 5,000 a second those 10 are served
+        at once. (With the debt kept they would wait past the hang guard.)"""
+        crowd = [self.hostile() for _ in range(ACCEPT_BURST + 1 + 10)]
+        for c in crowd:
+            c.send_call(GET_INFO)
+        self.daemon.write_config(PIPELINES, Durability="none", MaxConnectionRate=5000)
+        self.assertReply(self.good.conn.call(IFACE + ".Reload"))
+        for c in crowd:
+            self.assertEqual(self.assertReply(c.recv())["product"], "pipelined")
+            c.close()
+        self.assert_fds_back()
+
+
 # ---- half-closed peers ------------------------------------------------------------------
 
 
@@ -661,6 +682,21 @@ class HalfClosed(HostileTestCase):
         # GetJob shows the payload once the job has ended: wait for that
         # (a GetJob at once raced the worker on a slow build).
         self.assertEqual(self.wait_job(self.good.conn, job_id)["payload"], {"x": 1})
+        self.assert_fds_back()
+
+    def test_a_watch_after_the_end_of_input_ends_the_connection(self):
+        """WaitJob, Watch, then shutdown(SHUT_WR): the Watch is taken only once
+        the WaitJob is answered, after the end of input; it ends at once (no
+        second EOF will come to end it) and the daemon closes."""
+        self.pause(self.good.conn, "held", "first")
+        job = self.submit(self.good.conn, "held")
+        c = self.hostile()
+        c.send_call(IFACE + ".WaitJob", {"id": job})
+        c.send_call(IFACE + ".Watch", {"pipeline": "held"}, more=True)
+        c.sock.shutdown(socket.SHUT_WR)
+        self.resume(self.good.conn, "held", "first")
+        messages = c.wait_eof()
+        self.assertEqual(self.assertReply(messages[0])["job"]["state"], "done")
         self.assert_fds_back()
 
     def test_half_close_inside_a_message(self):

@@ -320,6 +320,22 @@ class PipelinedSubmits(E2ETestCase):
         self.assertTrue(all("id" in self.assertReply(m) for m in messages), messages)
 
 
+    def test_a_watch_ended_by_the_peer_leaves_no_waiting_reply_behind(self):
+        """Submit, Watch, shutdown(SHUT_WR) while the Submit's commit waits: the
+        end of input ends the Watch, but the Submit's reply still comes (the
+        job is accepted: its submitter must learn its id), then the close."""
+        c = self.connect(self.d)
+        self.close_gate()
+        c.send_call(IFACE + ".Submit", {"pipeline": "p", "payload": {}})
+        c.send_call(IFACE + ".Watch", {"pipeline": "p"}, more=True)
+        c.sock.shutdown(socket.SHUT_WR)
+        self.wait_stats(self.watch, "p", lambda s: s["accepted"] == 1, "the job accepted")
+        self.open_gate()
+        messages = c.wait_eof()
+        self.assertTrue(messages, "no reply at all")
+        self.assertIn("id", self.assertReply(messages[0]))
+
+
 class Retention(E2ETestCase):
 
     def test_by_age_in_memory_and_in_the_journal(self):
