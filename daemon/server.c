@@ -2433,6 +2433,8 @@ static void reload_done(uv_work_t *w, int status)
 		config_free(next);
 		free(rl);
 		log_info("reload discarded: the daemon is shutting down");
+		if (s->stopped && !uv_is_closing((uv_handle_t *)&s->deadline))
+			uv_close((uv_handle_t *)&s->deadline, NULL); /* left open for this load */
 		return;
 	}
 	/* err: the line for the log ("FILE:LINE: KEY: REASON" at most) */
@@ -3398,7 +3400,11 @@ static void server_stop(Server *s)
 	close_handle((uv_handle_t *)&s->sig_term);
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
-	close_handle((uv_handle_t *)&s->deadline);
+	/* A configuration load still running keeps uv_run going until it
+	 * returns, which a hung name lookup may never do: the shutdown's
+	 * deadline stays armed for it (closed by reload_done). */
+	if (!s->reload_load)
+		close_handle((uv_handle_t *)&s->deadline);
 	close_handle((uv_handle_t *)&s->take_ended);
 	close_handle((uv_handle_t *)&s->expire_timer);
 	close_handle((uv_handle_t *)&s->accept_timer);
@@ -3452,6 +3458,14 @@ static void check_shutdown_done(Server *s)
 static void on_deadline(uv_timer_t *t)
 {
 	Server *s = t->data;
+	if (s->stopped) {
+		log_error("shutdown deadline passed while a configuration load still runs; "
+		          "exiting anyway");
+		s->exit_status = 1;
+		s->abandoned = true;
+		uv_stop(s->loop);
+		return;
+	}
 	uint64_t in_flight = 0;
 	for (Link *l = s->lines.next; l != &s->lines; l = l->next)
 		in_flight += container_of(l, Line, link)->in_flight;

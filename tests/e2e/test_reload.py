@@ -174,6 +174,19 @@ class ReloadOffTheLoop(E2ETestCase):
         self.assertIn("reload discarded: the daemon is shutting down", log)
         self.assertNotIn("configuration reloaded", log)
 
+    def test_a_load_that_never_returns_cannot_outlast_the_deadline(self):
+        """A shutdown with a deadline while a load is blocked (a name lookup
+        that never returns, say): once the deadline passes the daemon exits
+        with status 1, saying why, without the load."""
+        self.connect(self.daemon).send_call(IFACE + ".Reload")
+        self.fifo.wait_load()
+        c = self.connect(self.daemon)
+        self.assertReply(c.call(IFACE + ".Shutdown", {"timeout_ms": 200}))
+        self.daemon.expected_status = 1
+        self.assertEqual(self.daemon.wait_exit(), 1)
+        self.assertIn("shutdown deadline passed while a configuration load still runs",
+                      self.daemon.stderr())
+
     def test_caller_hangs_up_during_a_load(self):
         """The Reload caller's connection goes away while its load is blocked:
         the daemon goes on serving, and applies the load when it completes."""
