@@ -2771,14 +2771,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		 * sent, then close. */
 		c->eof = true;
 		conn_update_reading(c);
-		if (c->hold == HOLD_WATCH) {
-			/* The stream ends; replies still waiting for the
-			 * journal (a Submit sent before it) go out first. */
-			hold_release(c);
-			conn_close_when_sent(c);
-		} else {
-			conn_process(c);
-		}
+		conn_process(c); /* a Watch ends there too */
 	} else if (nread < 0) {
 		conn_close(c);
 	}
@@ -2839,8 +2832,10 @@ static void conn_process(Conn *c)
 	if (c->closing)
 		return;
 	if (c->hold == HOLD_WATCH && c->eof) {
-		/* A Watch taken after the peer's end of input (it waited
-		 * behind another call): no EOF will come again to end it. */
+		/* The peer's end of input ends a Watch, whether it came while
+		 * the Watch streamed or before it was taken (it waited behind
+		 * another call). Replies still waiting for the journal (a
+		 * Submit sent before it) go out first. */
 		hold_release(c);
 		conn_close_when_sent(c);
 		return;
@@ -3329,8 +3324,10 @@ static void notify_shutdown_begun(Server *s)
 	notify_stopping(status);
 }
 
-/* A reload during a shutdown (SIGHUP) is not told: READY=1 after
- * STOPPING=1 would say the service is up again. */
+/* Never READY=1 after STOPPING=1: it would say the service is up again.
+ * No load starts or ends here during a shutdown today (reloads are refused
+ * then, and a load that ends during one is discarded before reload_finish);
+ * the check keeps it so if that changes. */
 static void notify_reload_begun(Server *s)
 {
 	if (!s->shutting_down)
